@@ -1,0 +1,235 @@
+"""The `labeler` command: a thin shell over the layers."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from labeler import exporting, importing, scaffold
+from labeler.errors import LabelerError
+from labeler.models import Split
+from labeler.workspace import Workspace, open_workspace
+
+app = typer.Typer(help="LLM-assisted labeling with measured quality and human fallback.", no_args_is_help=True)
+import_app = typer.Typer(help="Import items or gold labels from CSV or JSONL.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+err = Console(stderr=True)
+out = Console()
+
+ProjectOpt = Annotated[
+    Optional[Path],
+    typer.Option("--project", "-p", help="Project folder (default: the current folder or a parent with labeler.yaml)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document on stdout.")]
+
+
+def command(group: typer.Typer = app, name: str | None = None) -> Callable:
+    """Register a command whose LabelerErrors print as messages (or JSON) and exit 1."""
+
+    def register(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except LabelerError as exc:
+                if kwargs.get("as_json"):
+                    print(json.dumps({"error": str(exc)}))
+                else:
+                    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+                raise typer.Exit(1)
+
+        return group.command(name)(wrapper)
+
+    return register
+
+
+def emit(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def byte_progress(path: Path, description: str):
+    """A progress bar over a file's bytes, on stderr so --json output stays clean."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=err, transient=True,
+    )
+    task = progress.add_task(description, total=Path(path).stat().st_size if Path(path).exists() else None)
+    return progress, lambda done: progress.update(task, completed=done)
+
+
+# --- init and demo ------------------------------------------------------------------------
+
+
+@command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
+    name: Annotated[Optional[str], typer.Option(help="Project name (default: the folder's name).")] = None,
+) -> None:
+    """Create a working project: labeler.yaml and a guideline template."""
+    root = scaffold.init_project(directory, name)
+    err.print(f"Created project [bold]{root.name}[/] in {root}")
+    err.print("Next: edit labeler.yaml and guidelines.md, then `labeler import items FILE`.")
+
+
+@command()
+def demo(
+    directory: Annotated[Optional[Path], typer.Argument(help="Folder for the demo project (default: a temporary one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set up the bundled example project and run the pipeline on it."""
+    started = time.perf_counter()
+    root = scaffold.copy_example(Path(directory) if directory else Path(tempfile.mkdtemp(prefix="labeler-demo-")))
+    ws = open_workspace(root)
+    steps: dict[str, Any] = {"project": str(root)}
+    steps["import_items"] = _import(ws, root / "items.csv", gold=False, quiet=as_json).as_dict()
+    steps["import_gold"] = _import(ws, root / "gold.csv", gold=True, quiet=as_json).as_dict()
+    steps["status"] = exporting.project_status(ws)
+    steps["export"] = {"file": str(root / "labels.jsonl"), "rows": exporting.export_to_path(ws, root / "labels.jsonl")}
+    steps["seconds"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        emit(steps)
+        return
+    out.print(f"[bold]Demo project[/] {root}")
+    out.print(f"Imported {steps['import_items']['items_added']} items and {steps['import_gold']['gold_added']} gold labels.")
+    _print_status(steps["status"])
+    out.print(f"Exported {steps['export']['rows']} rows to {steps['export']['file']} in {steps['seconds']} s.")
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def _import(ws: Workspace, file: Path, *, gold: bool, split: Split | None = None, skip_bad: bool = False, quiet: bool = False):
+    progress, advance = byte_progress(file, f"importing {'gold' if gold else 'items'}")
+    with progress if not quiet else _null():
+        if gold:
+            report = importing.import_gold(ws, file, split=split, skip_bad=skip_bad, progress=advance)
+        else:
+            report = importing.import_items(ws, file, skip_bad=skip_bad, progress=advance)
+    return report
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+SHOWN_ERRORS = 20
+
+
+def _report_import(report: importing.ImportReport, as_json: bool) -> None:
+    if as_json:
+        emit(report.as_dict())
+    else:
+        shown = report.errors[:SHOWN_ERRORS]
+        for error in shown:
+            err.print(f"[red]{report.file}: {error}[/]", highlight=False, soft_wrap=True)
+        if report.bad_rows > len(shown):
+            err.print(f"... and {report.bad_rows - len(shown)} more bad rows (--json lists {len(report.errors)})")
+        if report.committed:
+            err.print(
+                f"{report.rows} rows: {report.items_added} items added, {report.items_unchanged} unchanged"
+                + (f"; gold {report.gold_added} added, {report.gold_unchanged} unchanged" if report.gold_added or report.gold_unchanged else "")
+                + (f"; {report.bad_rows} bad rows skipped" if report.bad_rows else "")
+            )
+    if not report.committed:
+        if not as_json:
+            err.print(f"[bold red]Nothing imported:[/] {report.bad_rows} bad rows. Fix them, or pass --skip-bad to import the rest.")
+        raise typer.Exit(1)
+
+
+SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Import the good rows and report the bad ones.")]
+FileArg = Annotated[Path, typer.Argument(help="A .csv or .jsonl file; an `id` or `task` column names the item.")]
+
+
+@command(import_app, "items")
+def import_items(file: FileArg, project: ProjectOpt = None, skip_bad: SkipBadOpt = False, as_json: JsonOpt = False) -> None:
+    """Import items. Re-importing the same file changes nothing."""
+    ws = open_workspace(project)
+    _report_import(_import(ws, file, gold=False, skip_bad=skip_bad, quiet=as_json), as_json)
+
+
+@command(import_app, "gold")
+def import_gold(
+    file: FileArg,
+    project: ProjectOpt = None,
+    split: Annotated[Optional[Split], typer.Option(help="Split for rows without a `split` column.")] = None,
+    skip_bad: SkipBadOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import gold labels (`label`, optional `split`); rows may carry the item's fields too."""
+    ws = open_workspace(project)
+    _report_import(_import(ws, file, gold=True, split=split, skip_bad=skip_bad, quiet=as_json), as_json)
+
+
+# --- status and export --------------------------------------------------------------------
+
+
+@command()
+def status(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """Counts of items per decision state, gold per split, votes per annotator."""
+    data = exporting.project_status(open_workspace(project))
+    emit(data) if as_json else _print_status(data)
+
+
+def _print_status(data: dict) -> None:
+    table = Table(title=f"{data['project']}: {data['items']} items")
+    table.add_column("state")
+    table.add_column("items", justify="right")
+    for state, count in data["states"].items():
+        table.add_row(state, str(count))
+    out.print(table)
+    out.print("gold: " + ", ".join(f"{k} {v}" for k, v in data["gold"].items()))
+    if data["annotators"]:
+        votes = Table(title="annotators")
+        for column in ("annotator", "votes", "abstentions", "cost"):
+            votes.add_column(column, justify="left" if column == "annotator" else "right")
+        for a in data["annotators"]:
+            votes.add_row(a["name"], str(a["votes"]), str(a["abstentions"]), f"${a['cost']:.4f}")
+        out.print(votes)
+
+
+@command()
+def export(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one row per item: id, label, confidence, state and provenance (votes, versions)."""
+    if fmt not in exporting.FORMATS:
+        raise LabelerError(f"unknown format {fmt!r}; use jsonl or csv")
+    ws = open_workspace(project)
+    if output is None:
+        exporting.write_export(ws, sys.stdout, fmt)
+        return
+    progress = Progress(TextColumn("exporting"), BarColumn(), TextColumn("{task.completed} rows"), console=err, transient=True)
+    task = progress.add_task("export", total=None)
+    with progress:
+        rows = exporting.export_to_path(ws, output, fmt, progress=lambda n: progress.update(task, completed=n))
+    if as_json:
+        emit({"file": str(output), "format": fmt, "rows": rows})
+    else:
+        err.print(f"Wrote {rows} rows to {output}")
+
+
+def main() -> None:  # pragma: no cover - the console script
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,211 @@
+"""The project file, `labeler.yaml`: loading, validation, and finding it like git finds its repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from labeler.errors import LabelerError
+
+PROJECT_FILE = "labeler.yaml"
+PROJECT_ENV = "LABELER_PROJECT"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _AnnotatorBase(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    # Cascade order: cheaper annotators are asked first. None: from the kind (local and model first).
+    cost_rank: float | None = None
+
+
+class LLMAnnotator(_AnnotatorBase):
+    """Any model litellm reaches: hosted APIs, vLLM, Ollama, llama.cpp servers."""
+
+    kind: Literal["llm"]
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the key, never the key
+    prompt: str | None = None  # prompt version name; None: the newest
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    rpm: int | None = Field(default=None, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=50)
+    logprobs: bool = True  # ask for token logprobs where the provider gives them
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0)
+
+
+class LocalAnnotator(_AnnotatorBase):
+    """The embedded LLM (Gemma 3 270M run in process); no key, no network."""
+
+    kind: Literal["local"]
+    prompt: str | None = None
+    max_concurrency: int = Field(default=1, ge=1, le=8)
+
+
+class ModelAnnotator(_AnnotatorBase):
+    """A scikit-learn classifier trained on gold and confirmed labels."""
+
+    kind: Literal["model"]
+    min_labels: int = Field(default=20, ge=2)
+    retrain_every: int = Field(default=50, ge=1)
+
+
+class RecordedAnnotator(_AnnotatorBase):
+    """Replays votes from a `task,worker,label` table; each worker becomes an annotator."""
+
+    kind: Literal["recorded"]
+    file: Path
+
+
+AnnotatorConfig = Annotated[
+    Union[LLMAnnotator, LocalAnnotator, ModelAnnotator, RecordedAnnotator], Field(discriminator="kind")
+]
+
+
+class RoutingConfig(_Strict):
+    target_accuracy: float = Field(default=0.95, gt=0.0, lt=1.0)
+    confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # of the finite-sample accuracy bound
+    method: str = "dawid_skene"
+    review_overlap: int = Field(default=1, ge=1, le=10)  # reviewers per item
+
+
+class ProjectConfig(_Strict):
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(min_length=2)  # label -> one-line definition
+    fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    guidelines: Path = Path("guidelines.md")
+    annotators: list[AnnotatorConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_strings(cls, value):
+        # YAML reads `0:` and `1:` as integers; labels are strings everywhere else.
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_clean(cls, value: dict[str, str]) -> dict[str, str]:
+        for label in value:
+            if not label.strip() or label != label.strip():
+                raise ValueError(f"label {label!r} is empty or has surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_annotators(self) -> "ProjectConfig":
+        names = [a.name for a in self.annotators]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"annotator names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels)
+
+
+class Project(BaseModel):
+    """A loaded project file and the folder it lives in."""
+
+    root: Path
+    config: ProjectConfig
+
+    @property
+    def guidelines_path(self) -> Path:
+        return (self.root / self.config.guidelines).resolve()
+
+    def guidelines_text(self) -> str:
+        path = self.guidelines_path
+        if not path.is_file():
+            raise LabelerError(f"{self.root / PROJECT_FILE}: guidelines file {path} not found")
+        return path.read_text(encoding="utf-8")
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.root / path).resolve()
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The folder holding labeler.yaml: `start` (or $LABELER_PROJECT, or the cwd) or one of its parents."""
+    if start is not None:
+        start = Path(start).resolve()
+        if not (start / PROJECT_FILE).is_file():
+            raise LabelerError(f"no {PROJECT_FILE} in {start}")
+        return start
+    here = Path(os.environ.get(PROJECT_ENV) or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    raise LabelerError(f"no {PROJECT_FILE} in {here} or its parents; run `labeler init DIR` or pass --project")
+
+
+def load_project(start: Path | None = None) -> Project:
+    root = find_project_dir(start)
+    return Project(root=root, config=parse_project_file(root / PROJECT_FILE))
+
+
+def parse_project_file(path: Path) -> ProjectConfig:
+    """Validate a project file; every problem is reported with its path and line in the file."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_index(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        raise LabelerError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LabelerError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = _clean_loc(error["loc"])
+            where = ".".join(str(part) for part in loc) or "(top level)"
+            line = _nearest_line(lines, loc)
+            problems.append(f"  {where}{f' (line {line})' if line else ''}: {error['msg']}")
+        raise LabelerError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # pydantic puts the discriminator's tag in the path ("annotators.0.llm.model"); drop it.
+    tags = {"llm", "local", "model", "recorded"}
+    return tuple(p for i, p in enumerate(loc) if not (p in tags and i > 0 and isinstance(loc[i - 1], int)))
+
+
+def _line_index(node, path: tuple = ()) -> dict[tuple, int]:
+    """Map each path in a YAML document to its 1-based line number."""
+    index: dict[tuple, int] = {}
+    if node is None:
+        return index
+    index[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            index[path + (key.value,)] = key.start_mark.line + 1
+            index.update({k: v for k, v in _line_index(value, path + (key.value,)).items() if k != path + (key.value,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            index.update(_line_index(value, path + (i,)))
+    return index
+
+
+def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int | None:
+    # A missing key has no line: point at its parent.
+    for end in range(len(loc), -1, -1):
+        key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:end])
+        if key in lines:
+            return lines[key]
+    return None
+
+
+def dump_project_file(config: ProjectConfig) -> str:
+    data = config.model_dump(mode="json", exclude_defaults=False)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

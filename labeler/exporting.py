@@ -1,0 +1,160 @@
+"""Export labels with provenance, and the project's counts for `labeler status`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+from sqlalchemy import func, select
+
+from labeler import models
+from labeler.workspace import Workspace
+
+PAGE = 2000
+FORMATS = ("jsonl", "csv")
+
+
+def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
+    """One row per item: id, label, confidence, state, method, fields, gold and votes."""
+    Item, Decision, Vote, Gold = models.Item, models.Decision, models.Vote, models.GoldLabel
+    with ws.session() as s:
+        annotators = {a.id: a.name for a in s.scalars(select(models.Annotator).where(models.Annotator.project_id == ws.project_id))}
+        versions = {
+            p.content_hash: p.name
+            for p in s.scalars(select(models.PromptVersion).where(models.PromptVersion.project_id == ws.project_id))
+        }
+        last_id = 0
+        while True:
+            page = s.execute(
+                select(Item, Decision, Gold)
+                .outerjoin(Decision, Decision.item_id == Item.id)
+                .outerjoin(Gold, Gold.item_id == Item.id)
+                .where(Item.project_id == ws.project_id, Item.id > last_id)
+                .order_by(Item.id)
+                .limit(PAGE)
+            ).all()
+            if not page:
+                return
+            last_id = page[-1][0].id
+            votes = defaultdict(list)
+            for vote in s.scalars(
+                select(Vote).where(Vote.item_id.in_([row[0].id for row in page])).order_by(Vote.id)
+            ):
+                votes[vote.item_id].append(
+                    {
+                        "annotator": annotators.get(vote.annotator_id, str(vote.annotator_id)),
+                        "version": versions.get(vote.version, vote.version),
+                        "label": vote.label,
+                        "probs": vote.probs,
+                        "abstain_reason": vote.abstain_reason,
+                        "cost": vote.cost,
+                        "at": vote.created_at.isoformat(),
+                    }
+                )
+            for item, decision, gold in page:
+                yield {
+                    "id": item.external_id,
+                    "label": decision.label if decision else None,
+                    "confidence": decision.confidence if decision else None,
+                    "state": decision.state.value if decision else "unlabeled",
+                    "method": decision.method if decision else None,
+                    "decided_by": (decision.details or {}).get("decided_by") if decision else None,
+                    "gold": gold.label if gold else None,
+                    "fields": item.fields,
+                    "votes": votes.get(item.id, []),
+                }
+
+
+def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
+    """Write every item to `out`; return the number of rows."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    rows = iter_export_rows(ws)
+    count = 0
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+            if progress:
+                progress(count)
+        return count
+    # CSV: the item's fields become columns (the project's declared fields first, then the rest
+    # as they appear), votes and decided_by are JSON.
+    field_names = list(ws.config.fields)
+    writer = None
+    for row in rows:
+        if writer is None:
+            field_names += [f for f in row["fields"] if f not in field_names]
+            columns = ["id", "label", "confidence", "state", "method", "gold", *field_names, "decided_by", "votes"]
+            writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+        flat = {k: v for k, v in row.items() if k not in ("fields", "votes", "decided_by")}
+        flat.update({f: _cell(row["fields"].get(f)) for f in field_names})
+        flat["decided_by"] = json.dumps(row["decided_by"]) if row["decided_by"] else ""
+        flat["votes"] = json.dumps(row["votes"], ensure_ascii=False)
+        writer.writerow(flat)
+        count += 1
+        if progress:
+            progress(count)
+    return count
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def export_to_path(ws: Workspace, path: Path, fmt: str | None = None, progress=None) -> int:
+    fmt = fmt or Path(path).suffix.lstrip(".").lower()
+    with Path(path).open("w", encoding="utf-8", newline="") as out:
+        return write_export(ws, out, fmt, progress)
+
+
+def project_status(ws: Workspace) -> dict[str, Any]:
+    """Counts per decision state, gold per split, votes per annotator."""
+    Item, Decision, Vote, Gold = models.Item, models.Decision, models.Vote, models.GoldLabel
+    with ws.session() as s:
+        items = s.execute(select(func.count()).select_from(Item).where(Item.project_id == ws.project_id)).scalar_one()
+        states = dict(
+            s.execute(
+                select(Decision.state, func.count())
+                .join(Item, Item.id == Decision.item_id)
+                .where(Item.project_id == ws.project_id)
+                .group_by(Decision.state)
+            ).all()
+        )
+        gold = dict(
+            s.execute(
+                select(Gold.split, func.count())
+                .join(Item, Item.id == Gold.item_id)
+                .where(Item.project_id == ws.project_id)
+                .group_by(Gold.split)
+            ).all()
+        )
+        votes = s.execute(
+            select(
+                models.Annotator.name,
+                func.count(Vote.id),
+                func.count(Vote.label),
+                func.coalesce(func.sum(Vote.cost), 0.0),
+            )
+            .select_from(models.Annotator)
+            .outerjoin(Vote, Vote.annotator_id == models.Annotator.id)
+            .where(models.Annotator.project_id == ws.project_id)
+            .group_by(models.Annotator.name)
+            .order_by(models.Annotator.name)
+        ).all()
+    by_state = {state.value: states.get(state, 0) for state in models.State}
+    by_state["unlabeled"] = items - sum(states.values())
+    return {
+        "project": ws.config.name,
+        "items": items,
+        "states": by_state,
+        "gold": {split.value: gold.get(split, 0) for split in models.Split},
+        "annotators": [
+            {"name": name, "votes": total, "abstentions": total - labelled, "cost": float(cost)}
+            for name, total, labelled, cost in votes
+        ],
+    }

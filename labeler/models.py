@@ -1,0 +1,158 @@
+"""The store's tables. Schema changes go through Alembic (labeler/migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Split(str, Enum):
+    """What a gold label is used for."""
+
+    calibration = "calibration"  # fits confidence calibration and thresholds, and evals
+    honeypot = "honeypot"  # hidden checks mixed into runs and review queues
+    examples = "examples"  # few-shot examples shown to annotators
+
+
+class State(str, Enum):
+    """The state of an item's current decision."""
+
+    auto = "auto"  # accepted automatically: calibrated confidence cleared the threshold
+    needs_review = "needs_review"
+    confirmed = "confirmed"  # a reviewer settled it
+    escalated = "escalated"  # waiting for an expert
+    gold = "gold"  # the label is an expert's gold label
+
+
+class Role(str, Enum):
+    admin = "admin"
+    manager = "manager"
+    reviewer = "reviewer"
+    expert = "expert"
+
+
+class Project(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    labels: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Item(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    external_id: str
+    fields: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    content_hash: str  # of the fields; a re-import with other content is a conflict
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class GoldLabel(SQLModel, table=True):
+    item_id: int = Field(foreign_key="item.id", primary_key=True)
+    label: str
+    split: Split = Field(default=Split.calibration, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Annotator(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str
+    kind: str  # llm, local, model, recorded, human
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptVersion(SQLModel, table=True):
+    """Immutable: identified by the hash of everything that shapes a model's input."""
+
+    __table_args__ = (UniqueConstraint("project_id", "content_hash"), UniqueConstraint("project_id", "name"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str  # readable: v1, v2, ...
+    content_hash: str
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Vote(SQLModel, table=True):
+    """Append-only. One per (item, annotator, version): a rerun never pays twice."""
+
+    __table_args__ = (
+        UniqueConstraint("item_id", "annotator_id", "version"),
+        Index("ix_vote_annotator_item", "annotator_id", "item_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id")
+    # The prompt version's content hash for LLMs, the training fingerprint for models, "" otherwise.
+    version: str = ""
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    label: str | None = None  # None: an abstention
+    abstain_reason: str | None = None
+    probs: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    raw: str | None = None
+    cost: float = 0.0
+    latency_ms: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Decision(SQLModel, table=True):
+    """The current label of an item and how it was reached."""
+
+    item_id: int = Field(foreign_key="item.id", primary_key=True)
+    label: str | None = None
+    confidence: float | None = None
+    state: State = Field(index=True)
+    method: str = ""  # e.g. "majority", "dawid_skene+isotonic", "review"
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    role: Role
+    password_hash: str | None = None
+    token_hash: str | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewTask(SQLModel, table=True):
+    """A reviewer's lease on an item; submitted leases carry the reviewer's answer."""
+
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    leased_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    submitted_at: datetime | None = None
+    client_id: str | None = None  # made by the client so a retried submit counts once
+    label: str | None = None
+    reason: str | None = None  # for "I don't know"
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    kind: str  # import, run, eval, calibrate, ...
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

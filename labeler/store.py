@@ -1,0 +1,108 @@
+"""Engines and sessions: SQLite in the project folder by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
+
+from labeler.errors import LabelerError
+
+DATABASE_ENV = "LABELER_DATABASE_URL"
+SQLITE_FILE = "labeler.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(project_dir: Path | None) -> str:
+    """The store for a project: $LABELER_DATABASE_URL, else a SQLite file in the project folder."""
+    url = os.environ.get(DATABASE_ENV)
+    if url:
+        return normalise_url(url)
+    if project_dir is None:
+        raise LabelerError(f"no project folder and no {DATABASE_ENV}")
+    return f"sqlite:///{Path(project_dir).resolve() / SQLITE_FILE}"
+
+
+def normalise_url(url: str) -> str:
+    """Plain postgresql:// URLs use psycopg 3, the driver we install."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers (the review UI) work while a run writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_store(url: str) -> Engine:
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    except Exception as exc:  # an unreachable server, a read-only file, a full disk...
+        raise LabelerError(f"cannot open the store at {redacted(url)}: {exc}") from exc
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def upsert(session, model, rows: list[dict], keys: list[str]) -> None:
+    """Insert rows, replacing the other columns of rows whose `keys` already exist."""
+    if not rows:
+        return
+    table = model.__table__
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(table)
+    updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)

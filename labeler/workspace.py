@@ -1,0 +1,86 @@
+"""A project file opened against its store: the handle every command works through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from labeler import models
+from labeler.config import Project, load_project
+from labeler.errors import LabelerError
+from labeler.store import database_url, open_store, session_scope
+
+
+@dataclass
+class Workspace:
+    project: Project
+    engine: Engine
+    project_id: int
+
+    @property
+    def config(self):
+        return self.project.config
+
+    def session(self):
+        return session_scope(self.engine)
+
+    def annotator_ids(self) -> dict[str, int]:
+        with self.session() as s:
+            rows = s.exec(select(models.Annotator).where(models.Annotator.project_id == self.project_id))
+            return {a.name: a.id for a in rows}
+
+
+def open_workspace(project_dir: Path | None = None, url: str | None = None) -> Workspace:
+    """Load the project file, open (and migrate) its store, and sync the file into it."""
+    project = load_project(project_dir)
+    engine = open_store(url or database_url(project.root))
+    return Workspace(project=project, engine=engine, project_id=sync_project(engine, project))
+
+
+def sync_project(engine: Engine, project: Project) -> int:
+    """Upsert the project row and its configured annotators; return the project id."""
+    config = project.config
+    with session_scope(engine) as s:
+        row = s.exec(select(models.Project).where(models.Project.name == config.name)).first()
+        if row is None:
+            row = models.Project(name=config.name, labels=config.label_names, config={})
+            s.add(row)
+        elif row.labels != config.label_names and _has_labels(s, row.id, set(row.labels) - set(config.label_names)):
+            removed = sorted(set(row.labels) - set(config.label_names))
+            raise LabelerError(
+                f"labels {removed} were removed from {config.name!r} but votes or gold still use them"
+            )
+        row.labels = config.label_names
+        row.config = config.model_dump(mode="json")
+        s.flush()
+        existing = {
+            a.name: a
+            for a in s.exec(select(models.Annotator).where(models.Annotator.project_id == row.id))
+        }
+        for annotator in config.annotators:
+            settings = annotator.model_dump(mode="json")
+            current = existing.get(annotator.name)
+            if current is None:
+                s.add(models.Annotator(project_id=row.id, name=annotator.name, kind=annotator.kind, config=settings))
+            else:
+                current.kind, current.config = annotator.kind, settings
+        return row.id
+
+
+def _has_labels(session, project_id: int, labels: set[str]) -> bool:
+    if not labels:
+        return False
+    gold = session.exec(
+        select(models.GoldLabel.item_id)
+        .join(models.Item, models.Item.id == models.GoldLabel.item_id)
+        .where(models.Item.project_id == project_id, models.GoldLabel.label.in_(labels))
+    ).first()
+    vote = session.exec(
+        select(models.Vote.id)
+        .join(models.Item, models.Item.id == models.Vote.item_id)
+        .where(models.Item.project_id == project_id, models.Vote.label.in_(labels))
+    ).first()
+    return gold is not None or vote is not None
