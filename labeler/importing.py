@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from labeler.workspace import Workspace
 
 ID_COLUMNS = ("id", "task")
 # Columns an export writes beside the item's fields; never stored as fields on re-import.
-EXPORT_COLUMNS = {"label", "confidence", "state", "method", "votes", "gold", "split"}
+EXPORT_COLUMNS = {"label", "confidence", "state", "method", "decided_by", "votes", "gold", "split"}
 CHUNK_ROWS = 2000
 MAX_REPORTED_ERRORS = 50
 csv.field_size_limit(256 * 1024 * 1024)
@@ -84,8 +83,7 @@ def read_rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[in
 
 def _read_csv(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
+        reader = csv.reader(_decoded_lines(path, raw, progress))
         line = 1
         try:
             header = next(reader, None)
@@ -99,34 +97,38 @@ def _read_csv(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict
                 values = next(reader, None)
                 if values is None:
                     break
-                if progress:
-                    progress(raw.tell())
                 if not values or values == [""]:
                     continue  # a blank line
                 if len(values) != len(header):
                     yield line, {"__error__": f"{len(values)} values for {len(header)} header columns"}
                     continue
                 yield line, dict(zip(header, values))
-        except UnicodeDecodeError as exc:
-            raise LabelerError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
         except csv.Error as exc:
             raise LabelerError(f"{path}: line {line}: malformed CSV: {exc}") from None
 
 
+def _decoded_lines(path: Path, raw, progress: Progress | None) -> Iterator[str]:
+    """Decode line by line, so a bad byte is reported on its own line."""
+    done = 0
+    for line_no, blob in enumerate(raw, start=1):
+        done += len(blob)
+        if progress and line_no % 1000 == 0:
+            progress(done)
+        try:
+            yield blob.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise LabelerError(f"{path}: line {line_no}: not UTF-8 text ({exc.reason})") from None
+    if progress:
+        progress(done)
+
+
 def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as raw:
-        done = 0
-        for line_no, blob in enumerate(raw, start=1):
-            done += len(blob)
-            if progress and line_no % 1000 == 0:
-                progress(done)
-            if not blob.strip():
+        for line_no, text in enumerate(_decoded_lines(path, raw, progress), start=1):
+            if not text.strip():
                 continue
             try:
-                row = json.loads(blob.decode("utf-8-sig" if line_no == 1 else "utf-8"))
-            except UnicodeDecodeError as exc:
-                yield line_no, {"__error__": f"not UTF-8 text ({exc.reason})"}
-                continue
+                row = json.loads(text)
             except json.JSONDecodeError as exc:
                 yield line_no, {"__error__": f"not valid JSON: {exc.msg}"}
                 continue
@@ -134,8 +136,6 @@ def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, di
                 yield line_no, {"__error__": "expected a JSON object"}
                 continue
             yield line_no, row
-        if progress:
-            progress(done)
 
 
 # --- importing -------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""Shared fixtures: project folders, and a store on SQLite or on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from labeler.store import normalise_url
+from labeler.workspace import open_workspace
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+POSTGRES_ENV = "LABELER_TEST_POSTGRES_URL"
+
+needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"{DATASETS} is absent")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch):
+    # A developer's own settings must not leak into tests.
+    monkeypatch.delenv("LABELER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("LABELER_PROJECT", raising=False)
+
+
+def postgres_database():
+    """Create a fresh database on the test server; yield its URL; drop it."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    admin_url = make_url(normalise_url(base))
+    name = f"labeler_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    """A store URL: a SQLite file, or a fresh PostgreSQL database when LABELER_TEST_POSTGRES_URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        yield from postgres_database()
+
+
+PROJECT_YAML = """\
+name: {name}
+labels:
+  positive: liked it
+  negative: did not like it
+  neutral: no opinion
+fields: [text]
+guidelines: guidelines.md
+annotators:
+  - name: tfidf
+    kind: model
+routing:
+  target_accuracy: 0.9
+"""
+
+
+def write_project(root: Path, name: str = "test-project", yaml_text: str | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "labeler.yaml").write_text(yaml_text or PROJECT_YAML.format(name=name), encoding="utf-8")
+    (root / "guidelines.md").write_text("# Test\n\n## Labels\n\n### positive\nliked it\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def project_dir(tmp_path):
+    return write_project(tmp_path / "proj")
+
+
+@pytest.fixture
+def ws(project_dir, store_url):
+    workspace = open_workspace(project_dir, url=store_url)
+    yield workspace
+    workspace.engine.dispose()
+
+
+def write_file(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path

@@ -1,0 +1,77 @@
+import csv
+import io
+import json
+
+from sqlalchemy import select
+
+from labeler import models
+from labeler.exporting import export_to_path, project_status, write_export
+from labeler.importing import import_gold, import_items
+from labeler.workspace import open_workspace
+from tests.conftest import write_file, write_project
+
+
+def _seed(ws, tmp_path):
+    import_items(ws, write_file(tmp_path / "i.csv", 'id,text\na,"great, really"\nb,"bad ""quote"""\nc,unicode ☃\n'))
+    import_gold(ws, write_file(tmp_path / "g.csv", "id,label\nc,neutral\n"))
+    with ws.session() as s:
+        items = {i.external_id: i.id for i in s.scalars(select(models.Item))}
+        tfidf = s.scalars(select(models.Annotator).where(models.Annotator.name == "tfidf")).one()
+        s.add(models.PromptVersion(project_id=ws.project_id, name="v1", content_hash="h1", spec={}))
+        s.add(models.Vote(item_id=items["a"], annotator_id=tfidf.id, version="h1", label="positive",
+                          probs={"positive": 0.8, "negative": 0.1, "neutral": 0.1}, cost=0.001))
+        s.add(models.Vote(item_id=items["b"], annotator_id=tfidf.id, version="h1", label=None,
+                          abstain_reason="unparsable", raw="???"))
+        s.add(models.Decision(item_id=items["a"], label="positive", confidence=0.8, state=models.State.auto,
+                              method="majority"))
+    return items
+
+
+def test_jsonl_export_round_trip(ws, tmp_path):
+    _seed(ws, tmp_path)
+    out = io.StringIO()
+    assert write_export(ws, out, "jsonl") == 3
+    rows = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+    assert rows["a"]["label"] == "positive" and rows["a"]["state"] == "auto" and rows["a"]["confidence"] == 0.8
+    assert rows["a"]["votes"][0] | {"at": None} == {
+        "annotator": "tfidf", "version": "v1", "label": "positive",
+        "probs": {"positive": 0.8, "negative": 0.1, "neutral": 0.1}, "abstain_reason": None, "cost": 0.001, "at": None,
+    }
+    assert rows["b"]["state"] == "unlabeled" and rows["b"]["votes"][0]["abstain_reason"] == "unparsable"
+    assert rows["b"]["fields"] == {"text": 'bad "quote"'}
+    assert rows["c"]["state"] == "gold" and rows["c"]["gold"] == "neutral" and rows["c"]["fields"]["text"] == "unicode ☃"
+
+
+def test_csv_export_reimports_into_a_fresh_project(ws, tmp_path):
+    _seed(ws, tmp_path)
+    path = tmp_path / "out.csv"
+    assert export_to_path(ws, path) == 3
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert json.loads(rows[0]["votes"])[0]["label"] == "positive"
+    # The exported labelled rows are gold for another project: items and labels survive.
+    labelled = tmp_path / "labelled.csv"
+    with labelled.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["label"])
+    fresh = open_workspace(write_project(tmp_path / "fresh", name="fresh"), url=f"sqlite:///{tmp_path / 'fresh.db'}")
+    report = import_gold(fresh, labelled)
+    assert report.committed and report.gold_added == 2
+    out = io.StringIO()
+    write_export(fresh, out, "jsonl")
+    again = {r["id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+    assert {k: (v["gold"], v["fields"]) for k, v in again.items()} == {
+        "a": ("positive", {"text": "great, really"}),
+        "c": ("neutral", {"text": "unicode ☃"}),
+    }
+
+
+def test_status_counts(ws, tmp_path):
+    _seed(ws, tmp_path)
+    status = project_status(ws)
+    assert status["items"] == 3
+    assert status["states"] == {"auto": 1, "needs_review": 0, "confirmed": 0, "escalated": 0, "gold": 1, "unlabeled": 1}
+    assert status["gold"]["calibration"] == 1
+    assert status["annotators"] == [{"name": "tfidf", "votes": 2, "abstentions": 1, "cost": 0.001}]

@@ -1,0 +1,146 @@
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from labeler import models
+from labeler.errors import LabelerError
+from labeler.importing import import_gold, import_items
+from tests.conftest import DATASETS, needs_datasets, write_file
+
+
+def count(ws, model):
+    with ws.session() as s:
+        return s.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def test_csv_import_is_idempotent(ws, tmp_path):
+    f = write_file(tmp_path / "items.csv", "id,text,source\na,good,web\nb,bad,shop\n")
+    first = import_items(ws, f)
+    assert (first.items_added, first.items_unchanged, first.committed) == (2, 0, True)
+    again = import_items(ws, f)
+    assert (again.items_added, again.items_unchanged) == (0, 2)
+    assert count(ws, models.Item) == 2
+    with ws.session() as s:
+        item = s.scalars(select(models.Item).where(models.Item.external_id == "b")).one()
+    assert item.fields == {"text": "bad", "source": "shop"}
+
+
+def test_jsonl_import_with_task_column_and_numbers(ws, tmp_path):
+    f = write_file(tmp_path / "items.jsonl", '{"task": 7, "text": "fine", "stars": 4}\n\n{"task": "8", "text": "meh"}\n')
+    report = import_items(ws, f)
+    assert report.items_added == 2
+    with ws.session() as s:
+        ids = set(s.scalars(select(models.Item.external_id)))
+    assert ids == {"7", "8"}
+
+
+def test_bad_rows_have_line_numbers_and_nothing_is_half_imported(ws, tmp_path):
+    f = write_file(
+        tmp_path / "items.csv",
+        'id,text\na,fine\n,no id\nc,"multi\nline"\nd,x,extra\ne,ok\n',
+    )
+    report = import_items(ws, f)
+    assert not report.committed
+    assert [(e.line, e.message.split(" (")[0]) for e in report.errors] == [
+        (3, "missing item id"),
+        (6, "3 values for 2 header columns"),
+    ]
+    assert count(ws, models.Item) == 0  # all-or-nothing
+
+
+def test_skip_bad_imports_the_good_rows(ws, tmp_path):
+    f = write_file(tmp_path / "items.csv", "id,text\na,fine\n,no id\nb,also fine\n")
+    report = import_items(ws, f, skip_bad=True)
+    assert report.committed and report.items_added == 2 and report.bad_rows == 1
+    assert count(ws, models.Item) == 2
+
+
+def test_same_id_with_other_fields_is_a_conflict(ws, tmp_path):
+    import_items(ws, write_file(tmp_path / "one.csv", "id,text\na,first\n"))
+    report = import_items(ws, write_file(tmp_path / "two.csv", "id,text\nb,new\na,changed\n"))
+    assert not report.committed
+    assert report.errors[0].line == 3 and "other fields" in report.errors[0].message
+    assert count(ws, models.Item) == 1
+
+
+def test_duplicate_ids_within_a_file(ws, tmp_path):
+    same = import_items(ws, write_file(tmp_path / "dup.csv", "id,text\na,x\na,x\n"))
+    assert (same.items_added, same.items_unchanged) == (1, 1)
+    clash = import_items(ws, write_file(tmp_path / "clash.csv", "id,text\nb,x\nb,y\n"))
+    assert not clash.committed and clash.errors[0].line == 3
+
+
+def test_missing_declared_field(ws, tmp_path):
+    report = import_items(ws, write_file(tmp_path / "i.csv", "id,body\na,x\n"))
+    assert "missing field(s) text" in report.errors[0].message
+
+
+def test_file_level_problems_are_errors(ws, tmp_path):
+    with pytest.raises(LabelerError, match="unknown format"):
+        import_items(ws, write_file(tmp_path / "i.xlsx", "x"))
+    with pytest.raises(LabelerError, match="not found"):
+        import_items(ws, tmp_path / "nope.csv")
+    with pytest.raises(LabelerError, match="line 3: not UTF-8"):
+        import_items(ws, write_file(tmp_path / "latin.csv", "id,text\na,ok\nb,caf\xe9\n", encoding="latin-1"))
+    assert count(ws, models.Item) == 0
+
+
+def test_bad_jsonl_lines(ws, tmp_path):
+    f = write_file(tmp_path / "i.jsonl", '{"id": "a", "text": "x"}\n{"id": "b", "text": \n[1, 2]\n')
+    report = import_items(ws, f)
+    assert [e.line for e in report.errors] == [2, 3]
+    assert "not valid JSON" in report.errors[0].message and "JSON object" in report.errors[1].message
+
+
+def test_gold_import_checks_labels_and_splits(ws, tmp_path):
+    import_items(ws, write_file(tmp_path / "i.csv", "id,text\na,good\nb,bad\nc,meh\n"))
+    bad = import_gold(ws, write_file(tmp_path / "g.csv", "id,label,split\na,positive,examples\nb,awful,\nc,neutral,training\nz,positive,\n"))
+    assert not bad.committed
+    messages = {e.line: e.message for e in bad.errors}
+    assert "unknown label 'awful'" in messages[3]
+    assert "unknown split 'training'" in messages[4]
+    assert "not imported" in messages[5]
+    assert count(ws, models.GoldLabel) == 0
+
+    good = import_gold(ws, write_file(tmp_path / "g2.csv", "id,label,split\na,positive,examples\nb,negative,\n"), split="honeypot")
+    assert good.committed and good.gold_added == 2
+    with ws.session() as s:
+        splits = dict(s.execute(select(models.GoldLabel.label, models.GoldLabel.split)).all())
+        decisions = s.scalars(select(models.Decision)).all()
+    assert splits == {"positive": models.Split.examples, "negative": models.Split.honeypot}
+    assert {d.state for d in decisions} == {models.State.gold}
+    again = import_gold(ws, write_file(tmp_path / "g3.csv", "id,label,split\na,positive,examples\nb,negative,honeypot\n"))
+    assert (again.gold_added, again.gold_unchanged) == (0, 2)
+    changed = import_gold(ws, write_file(tmp_path / "g4.csv", "id,label,split\na,negative,examples\n"))
+    assert not changed.committed and "already has gold 'positive'" in changed.errors[0].message
+
+
+def test_gold_rows_may_bring_their_items(ws, tmp_path):
+    report = import_gold(ws, write_file(tmp_path / "g.jsonl", '{"id": "n1", "text": "great", "label": "positive"}\n'))
+    assert (report.items_added, report.gold_added) == (1, 1)
+
+
+@needs_datasets
+def test_product_dataset_imports_quickly_and_only_once(tmp_path, store_url):
+    import time
+
+    from labeler.workspace import open_workspace
+    from tests.conftest import write_project
+
+    root = write_project(
+        tmp_path / "product",
+        yaml_text="name: product\nlabels: {0: different, 1: same}\nfields: [a_name, b_name]\n",
+    )
+    ws = open_workspace(root, url=store_url)
+    started = time.perf_counter()
+    items = import_items(ws, DATASETS / "product" / "items.csv")
+    gold = import_gold(ws, DATASETS / "product" / "gold.csv")
+    seconds = time.perf_counter() - started
+    assert (items.items_added, gold.gold_added) == (4125, 4125)
+    assert seconds < 30, seconds  # seconds, not minutes (about 1 s here)
+    again = import_items(ws, DATASETS / "product" / "items.csv")
+    gold_again = import_gold(ws, DATASETS / "product" / "gold.csv")
+    assert (again.items_added, gold_again.gold_added) == (0, 0)
+    assert count(ws, models.Item) == 4125
+    ws.engine.dispose()
