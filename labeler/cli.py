@@ -24,6 +24,8 @@ from labeler.workspace import Workspace, open_workspace
 app = typer.Typer(help="LLM-assisted labeling with measured quality and human fallback.", no_args_is_help=True)
 import_app = typer.Typer(help="Import items or gold labels from CSV or JSONL.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+prompt_app = typer.Typer(help="Prompt versions compiled from the guideline.", no_args_is_help=True)
+app.add_typer(prompt_app, name="prompt")
 
 err = Console(stderr=True)
 out = Console()
@@ -225,6 +227,121 @@ def export(
         emit({"file": str(output), "format": fmt, "rows": rows})
     else:
         err.print(f"Wrote {rows} rows to {output}")
+
+
+# --- run and prompts ----------------------------------------------------------------------
+
+
+AnnotatorOpt = Annotated[Optional[list[str]], typer.Option("--annotator", "-a", help="Only these annotators (repeatable).")]
+
+
+@command()
+def run(
+    project: ProjectOpt = None,
+    annotator: AnnotatorOpt = None,
+    limit: Annotated[Optional[int], typer.Option(help="Ask about at most this many items (those first imported).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask the annotators about every item that still needs their vote, then decide labels."""
+    from prompts.annotators import build_askers
+    from routing.flow import run_project
+
+    ws = open_workspace(project)
+    askers, skipped = build_askers(ws, annotator)
+    report = _with_run_progress(lambda on_start, on_answer: run_project(
+        ws, askers, limit=limit, on_start=on_start, on_answer=on_answer), quiet=as_json)
+    report["skipped"] = skipped
+    if as_json:
+        emit(report)
+        return
+    _print_run(report)
+
+
+def _with_run_progress(work: Callable, quiet: bool = False):
+    """A live bar of calls, with votes, abstentions, errors and spend."""
+    progress = Progress(
+        TextColumn("labeling"), BarColumn(), TextColumn("{task.completed}/{task.total} calls"),
+        TextColumn("{task.fields[abstained]} abstained, {task.fields[errors]} errors, ${task.fields[spend]:.4f}"),
+        TimeRemainingColumn(), console=err, transient=True, disable=quiet,
+    )
+    task = progress.add_task("run", total=None, abstained=0, errors=0, spend=0.0)
+    totals = {"abstained": 0, "errors": 0, "spend": 0.0}
+
+    def on_answer(name, answer, error):
+        if error:
+            totals["errors"] += 1
+        else:
+            totals["abstained"] += answer.label is None
+            totals["spend"] += answer.cost
+        progress.update(task, advance=1, **totals)
+
+    with progress:
+        return work(lambda total: progress.update(task, total=total), on_answer)
+
+
+def _print_run(report: dict) -> None:
+    table = Table(title=f"run {report['run_id']}: {report['items']} items in {report['seconds']} s")
+    for column in ("annotator", "version", "asked", "votes", "abstained", "failed", "cost"):
+        table.add_column(column, justify="left" if column in ("annotator", "version") else "right")
+    for a in report["annotators"]:
+        table.add_row(a["name"], a["version"][:16], str(a["asked"]), str(a["voted"]), str(a["abstained"]),
+                      str(a["failed"]), f"${a['cost']:.4f}")
+    out.print(table)
+    for a in report["annotators"]:
+        for message, n in a["errors"].items():
+            err.print(f"[red]{a['name']}: {n} x {message}[/]", highlight=False)
+        if a["stopped"]:
+            err.print(f"[bold red]{a['name']} {a['stopped']}[/]", highlight=False)
+    for name, reason in report.get("skipped", {}).items():
+        err.print(f"[yellow]{name} skipped: {reason}[/]", highlight=False)
+    if report.get("recorded"):
+        for name, stats in report["recorded"].items():
+            out.print(f"{name}: loaded {stats['votes']} recorded votes from {stats['workers']} workers")
+    out.print("decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(report["decisions"].items())) if report["decisions"] else "no decisions")
+
+
+@command(prompt_app, "show")
+def prompt_show(
+    item: Annotated[Optional[str], typer.Option(help="Item id (default: the first item).")] = None,
+    version: Annotated[Optional[str], typer.Option(help="Prompt version name (default: the current guideline).")] = None,
+    completion: Annotated[bool, typer.Option(help="Show the flattened text the local model gets.")] = False,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the exact messages an item would get."""
+    from labeler import local_llm
+    from labeler.runner import find_item
+    from prompts.versions import resolve
+
+    ws = open_workspace(project)
+    task = resolve(ws, version)
+    ref = find_item(ws, item)
+    messages = task.messages(ref.fields)
+    if as_json:
+        emit({"version": task.name, "hash": task.version, "item": ref.external_id, "messages": messages})
+        return
+    err.print(f"prompt {task.name} ({task.version}) for item {ref.external_id}")
+    if completion:
+        print(local_llm.flatten(messages))
+        return
+    for message in messages:
+        out.rule(message["role"])
+        print(message["content"])
+
+
+@command(prompt_app, "list")
+def prompt_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """The prompt versions in the store (the current guideline's is registered if new)."""
+    from prompts.versions import list_versions, resolve
+
+    ws = open_workspace(project)
+    current = resolve(ws)
+    versions = list_versions(ws)
+    if as_json:
+        emit({"current": current.name, "versions": versions})
+        return
+    for v in versions:
+        out.print(f"{'*' if v['name'] == current.name else ' '} {v['name']}  {v['hash']}  {v['created_at'][:19]}  {v['examples']} examples")
 
 
 def main() -> None:  # pragma: no cover - the console script

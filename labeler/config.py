@@ -77,12 +77,18 @@ class RoutingConfig(_Strict):
     review_overlap: int = Field(default=1, ge=1, le=10)  # reviewers per item
 
 
+class PromptSettings(_Strict):
+    shots: int = Field(default=8, ge=0, le=64)  # few-shot examples per prompt
+    selection: Literal["fixed", "tfidf"] = "fixed"  # the same examples for all items, or the nearest
+
+
 class ProjectConfig(_Strict):
     name: str = Field(min_length=1)
     labels: dict[str, str] = Field(min_length=2)  # label -> one-line definition
     fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     guidelines: Path = Path("guidelines.md")
     annotators: list[AnnotatorConfig] = Field(default_factory=list)
+    prompt: PromptSettings = Field(default_factory=PromptSettings)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     @field_validator("labels", mode="before")

@@ -156,3 +156,11 @@ class Run(SQLModel, table=True):
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
     stats: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class ResponseCache(SQLModel, table=True):
+    """LLM responses by (model, prompt version, item content, parameters): never pay twice."""
+
+    key: str = Field(primary_key=True)
+    response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -93,16 +93,24 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
+def _insert(session, model):
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model.__table__)
+
+
 def upsert(session, model, rows: list[dict], keys: list[str]) -> None:
     """Insert rows, replacing the other columns of rows whose `keys` already exist."""
     if not rows:
         return
-    table = model.__table__
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(table)
+    statement = _insert(session, model)
     updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
     session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+
+
+def insert_new(session, model, rows: list[dict]) -> None:
+    """Insert rows, skipping any that collide with a unique key (idempotent writes)."""
+    if rows:
+        session.execute(_insert(session, model).on_conflict_do_nothing(), rows)

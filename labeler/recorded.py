@@ -1,0 +1,48 @@
+"""The `recorded` annotator: votes replayed from a `task,worker,label` table (historical crowd data).
+
+Each worker becomes an annotator named `<name>/<worker>`; votes for items not in the project
+are counted and left out."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from labeler import models
+from labeler.config import RecordedAnnotator
+from labeler.errors import LabelerError
+from labeler.importing import read_rows
+from labeler.models import utcnow
+from labeler.store import insert_new
+from labeler.workspace import Workspace
+
+
+def load_recorded(ws: Workspace, config: RecordedAnnotator) -> dict[str, int]:
+    path = ws.project.resolve(config.file)
+    labels = set(ws.config.label_names)
+    with ws.session() as s:
+        items = dict(s.execute(select(models.Item.external_id, models.Item.id).where(models.Item.project_id == ws.project_id)).all())
+        workers = {
+            a.name: a.id
+            for a in s.scalars(select(models.Annotator).where(models.Annotator.project_id == ws.project_id, models.Annotator.kind == "recorded"))
+        }
+        votes, unknown_items = [], 0
+        for line, row in read_rows(path):
+            task, worker, label = (str(row.get(k, "")).strip() for k in ("task", "worker", "label"))
+            if not (task and worker and label):
+                raise LabelerError(f"{path}: line {line}: expected task, worker and label")
+            if label not in labels:
+                raise LabelerError(f"{path}: line {line}: unknown label {label!r}")
+            if task not in items:
+                unknown_items += 1
+                continue
+            name = f"{config.name}/{worker}"
+            if name not in workers:
+                annotator = models.Annotator(project_id=ws.project_id, name=name, kind="recorded", config={"file": str(path)})
+                s.add(annotator)
+                s.flush()
+                workers[name] = annotator.id
+            votes.append({"item_id": items[task], "annotator_id": workers[name], "version": "", "label": label,
+                          "cost": 0.0, "created_at": utcnow()})
+        for start in range(0, len(votes), 5000):
+            insert_new(s, models.Vote, votes[start:start + 5000])
+    return {"votes": len(votes), "workers": len({v["annotator_id"] for v in votes}), "unknown_items": unknown_items}
