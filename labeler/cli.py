@@ -91,21 +91,33 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Set up the bundled example project and run the pipeline on it."""
+    from prompts.annotators import build_askers
+    from routing.flow import run_project
+
     started = time.perf_counter()
     root = scaffold.copy_example(Path(directory) if directory else Path(tempfile.mkdtemp(prefix="labeler-demo-")))
     ws = open_workspace(root)
     steps: dict[str, Any] = {"project": str(root)}
     steps["import_items"] = _import(ws, root / "items.csv", gold=False, quiet=as_json).as_dict()
     steps["import_gold"] = _import(ws, root / "gold.csv", gold=True, quiet=as_json).as_dict()
+    askers, skipped = build_askers(ws)
+    steps["run"] = _with_run_progress(
+        lambda on_start, on_answer: run_project(ws, askers, on_start=on_start, on_answer=on_answer), quiet=as_json)
+    steps["run"]["skipped"] = skipped
     steps["status"] = exporting.project_status(ws)
     steps["export"] = {"file": str(root / "labels.jsonl"), "rows": exporting.export_to_path(ws, root / "labels.jsonl")}
+    steps["answer_key"] = scaffold.score_against_answers(root / "labels.jsonl", root / "answers.csv")
     steps["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         emit(steps)
         return
     out.print(f"[bold]Demo project[/] {root}")
     out.print(f"Imported {steps['import_items']['items_added']} items and {steps['import_gold']['gold_added']} gold labels.")
+    _print_run(steps["run"])
     _print_status(steps["status"])
+    key = steps["answer_key"]
+    out.print(f"Against the answer key ({key['items']} items): automatic labels {key['auto']} at accuracy "
+              f"{key['auto_accuracy']}; all machine labels at accuracy {key['accuracy']}.")
     out.print(f"Exported {steps['export']['rows']} rows to {steps['export']['file']} in {steps['seconds']} s.")
 
 

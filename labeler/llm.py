@@ -130,7 +130,22 @@ class LLMAsker:
         blob = json.dumps([self.config.model, self.version, item.content_hash, self.params], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    def prefetch(self, items: list[ItemRef]) -> None:
+        """Load the cached responses for these items in a few queries, not one per call."""
+        keys = [self.cache_key(item) for item in items]
+        self._hits: dict[str, dict] = {}
+        with self.engine.connect() as c:
+            for start in range(0, len(keys), 2000):
+                rows = c.execute(
+                    select(models.ResponseCache.key, models.ResponseCache.response)
+                    .where(models.ResponseCache.key.in_(keys[start:start + 2000]))
+                )
+                self._hits.update(dict(rows.all()))
+
     def _cached(self, key: str) -> dict | None:
+        hits = getattr(self, "_hits", None)
+        if hits is not None:
+            return hits.pop(key, None)
         with self.engine.connect() as c:
             row = c.execute(select(models.ResponseCache.response).where(models.ResponseCache.key == key)).first()
         return row[0] if row else None
@@ -143,6 +158,8 @@ class LLMAsker:
             kwargs["api_base"] = self.config.api_base
         if self.api_key:
             kwargs["api_key"] = self.api_key
+        elif self.config.api_base:
+            kwargs["api_key"] = "no-key"  # local servers take none, but OpenAI's client insists on one
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=_Wait(),
@@ -165,10 +182,9 @@ class LLMAsker:
         usage = data.get("usage") or {}
         if self.config.cost_per_1k_tokens is not None:
             return self.config.cost_per_1k_tokens * (usage.get("total_tokens") or 0) / 1000
-        try:
-            return float(litellm().completion_cost(completion_response=response) or 0.0)
-        except Exception:  # a model litellm has no price for (local servers): free as far as we know
-            return 0.0
+        # litellm prices every response as it logs it; computing it again costs ~1 ms a call.
+        cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+        return float(cost or 0.0)  # None: a model litellm has no price for (local servers)
 
     async def ask(self, item: ItemRef) -> Answer:
         key = self.cache_key(item)

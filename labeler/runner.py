@@ -118,6 +118,8 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorRep
     report = AnnotatorReport(asker.name, asker.version)
     items = pending_items(ws, asker, item_ids)
     report.asked = len(items)
+    if hasattr(asker, "prefetch"):
+        asker.prefetch(items)
     limit = asyncio.Semaphore(asker.max_concurrency)
     state = {"permanent_streak": 0, "any_success": False}
 

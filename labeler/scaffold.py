@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 import shutil
 from importlib.resources import files
@@ -92,3 +94,18 @@ def copy_example(directory: Path) -> Path:
         shutil.copyfile(str(EXAMPLE / name), root / name)
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     return root
+
+
+def score_against_answers(export_file: Path, answers_file: Path) -> dict:
+    """How the exported machine labels compare with the example's answer key."""
+    with Path(answers_file).open(newline="", encoding="utf-8") as f:
+        answers = {row["id"]: row["label"] for row in csv.DictReader(f)}
+    rows = [json.loads(line) for line in Path(export_file).read_text(encoding="utf-8").splitlines()]
+    scored = [r for r in rows if r["id"] in answers and r["label"] is not None]
+    auto = [r for r in scored if r["state"] == "auto"]
+
+    def accuracy(subset):
+        return round(sum(r["label"] == answers[r["id"]] for r in subset) / len(subset), 3) if subset else None
+
+    return {"items": len(answers), "labelled": len(scored), "accuracy": accuracy(scored),
+            "auto": len(auto), "auto_accuracy": accuracy(auto)}

@@ -1,0 +1,96 @@
+"""Calls per second of `labeler run` against a local server with fixed latency, beside bare litellm.
+
+    python bench/run_throughput.py [--items 3000] [--latency 0.1] [--concurrency 64]
+
+Prints: the bound (concurrency / latency), a bare asyncio loop of litellm.acompletion at the
+same concurrency, `labeler run` (prompt building, parsing, cache and vote writes included),
+their ratio, and the number of calls a rerun makes (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from labeler.importing import import_items  # noqa: E402
+from labeler.llm import litellm  # noqa: E402
+from labeler.workspace import open_workspace  # noqa: E402
+from prompts.annotators import build_askers  # noqa: E402
+from routing.flow import run_project  # noqa: E402
+
+
+async def bare_litellm(base_url: str, calls: int, concurrency: int) -> float:
+    lm = litellm()
+    limit = asyncio.Semaphore(concurrency)
+    messages = [{"role": "system", "content": "Labels:\n- positive: p\n- negative: n\n"},
+                {"role": "user", "content": "item is positive"}]
+
+    async def one():
+        async with limit:
+            await lm.acompletion(model="openai/ok", messages=messages, api_base=base_url, api_key="x",
+                                 num_retries=0, max_tokens=16, logprobs=True, top_logprobs=5)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    return calls / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=3000)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    # The server runs in its own process, so it does not share this one's CPU (GIL).
+    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", str(args.latency)],
+                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    base_url = server.stdout.readline().strip()
+    try:
+        measure(args, base_url)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def measure(args, base_url: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "bench"
+        root.mkdir()
+        (root / "labeler.yaml").write_text(
+            "name: bench\nlabels: {positive: p, negative: n}\nfields: [text]\nannotators:\n"
+            f"  - {{name: gpt, kind: llm, model: openai/ok, api_base: '{base_url}', "
+            f"max_concurrency: {args.concurrency}}}\n"
+        )
+        (root / "guidelines.md").write_text("# Bench\n\n## positive\np\n\n## negative\nn\n")
+        items = root / "items.csv"
+        items.write_text("id,text\n" + "".join(f"i{n},item {n} is {'positive' if n % 2 else 'negative'}\n" for n in range(args.items)))
+        ws = open_workspace(root)
+        import_items(ws, items)
+        bare = asyncio.run(bare_litellm(base_url, args.items, args.concurrency))
+        askers, _ = build_askers(ws)
+        started = time.perf_counter()
+        report = run_project(ws, askers)
+        ours = report["annotators"][0]["voted"] / (time.perf_counter() - started)
+        calls = report["annotators"][0]["voted"] + report["annotators"][0]["failed"]
+        rerun = run_project(ws, build_askers(ws)[0])
+        rerun_calls = rerun["annotators"][0]["asked"]
+    bound = args.concurrency / args.latency
+    print(f"items {args.items}, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
+    print(f"bound (concurrency / latency):   {bound:8.1f} calls/s")
+    print(f"bare litellm.acompletion loop:   {bare:8.1f} calls/s")
+    print(f"labeler run:                     {ours:8.1f} calls/s  ({calls} calls)")
+    print(f"labeler run / bare litellm:      {ours / bare:8.1%}")
+    print(f"rerun calls:                     {rerun_calls:8d}")
+
+
+if __name__ == "__main__":
+    main()

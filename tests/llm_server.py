@@ -1,0 +1,126 @@
+"""A local OpenAI-compatible chat server for annotator tests and benchmarks (loopback only).
+
+It answers with the label named in the item's text ("... is positive"), else the first label.
+The model name picks a behaviour, so one server serves every test:
+  ok          answers, with logprobs when asked
+  flaky-P     answers, but a share P of requests (by a counter) get 429 (with Retry-After: 0) or 500
+  garbage     answers text that names no label
+  unsure      answers "unsure"
+  broken      a 200 with a body that is not JSON
+  denied      401 on every request
+  hang        never answers within the client's timeout
+  reset       closes the connection without answering, every other request
+Latency (seconds) applies to every answer: `LLMServer(latency=0.1)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+
+from aiohttp import web
+
+_LABELS = re.compile(r"^- ([^:\n]+):", re.MULTILINE)
+
+
+class LLMServer:
+    def __init__(self, latency: float = 0.0):
+        self.latency = latency
+        self.requests = 0
+        self.by_model: dict[str, int] = {}
+        self._counter = itertools.count()
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> "LLMServer":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test LLM server did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def shutdown():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        self._thread.join(5)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024).start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = str(body.get("model", "ok"))
+        self.requests += 1
+        self.by_model[model] = self.by_model.get(model, 0) + 1
+        n = next(self._counter)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if model == "denied":
+            return web.json_response({"error": {"message": "invalid api key", "type": "auth"}}, status=401)
+        if model == "hang":
+            await asyncio.sleep(3600)
+        if model == "reset" and n % 2 == 0:
+            request.transport.close()
+            return web.Response(status=500)
+        if model.startswith("flaky-"):
+            share = float(model.split("-", 1)[1])
+            if (n * 7919) % 100 < share * 100:
+                if n % 2:
+                    return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"})
+                return web.json_response({"error": {"message": "boom"}}, status=500)
+        if model == "broken":
+            return web.Response(text="{not json", content_type="application/json")
+        messages = body.get("messages", [])
+        labels = _LABELS.findall(messages[0]["content"]) if messages else []
+        item = str(messages[-1].get("content", "")) if messages else ""
+        answer = next((label for label in labels if f"is {label}" in item), labels[0] if labels else "?")
+        if model == "garbage":
+            answer = "Well, it depends on many things."
+        elif model == "unsure":
+            answer = "unsure"
+        choice = {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            others = [label for label in labels if label != answer]
+            top = [{"token": answer, "logprob": -0.05, "bytes": None}] + [
+                {"token": label, "logprob": -3.5 - i, "bytes": None} for i, label in enumerate(others)
+            ]
+            choice["logprobs"] = {"content": [{"token": answer, "logprob": -0.05, "bytes": None, "top_logprobs": top}]}
+        return web.json_response({
+            "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [choice],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
+        })
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":  # for benchmarks: python -m tests.llm_server LATENCY
+    import sys
+
+    with LLMServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()

@@ -1,0 +1,202 @@
+"""Annotators through litellm over real HTTP to a local OpenAI-compatible server."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from labeler import models
+from labeler.importing import import_gold, import_items
+from labeler.workspace import open_workspace
+from prompts.annotators import build_askers
+from routing.flow import run_project
+from tests.conftest import write_file, write_project
+from tests.llm_server import LLMServer
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LLMServer() as s:
+        yield s
+
+
+def project(tmp_path, server, annotators: str, n_items: int = 30, url=None):
+    yaml_text = f"""\
+name: llm-test
+labels: {{positive: liked it, negative: did not like it, neutral: no opinion}}
+fields: [text]
+annotators:
+{annotators.format(base=server.base_url)}
+"""
+    root = write_project(tmp_path / "p", yaml_text=yaml_text)
+    rows = "".join(f"i{n},item {n} is {LABELS[n % 3]}\n" for n in range(n_items))
+    ws = open_workspace(root, url=url)
+    assert import_items(ws, write_file(tmp_path / "items.csv", "id,text\n" + rows)).committed
+    return ws
+
+
+def llm(name, model, **extra):
+    settings = {"kind": "llm", "model": f"openai/{model}", "api_base": "{base}", "max_retries": 3, "timeout": 5, **extra}
+    return f"  - name: {name}\n" + "".join(f"    {k}: {v}\n" for k, v in settings.items())
+
+
+def votes(ws, name=None):
+    with ws.session() as s:
+        q = select(models.Item.external_id, models.Vote.label, models.Vote.probs, models.Vote.abstain_reason,
+                   models.Vote.raw, models.Vote.cost, models.Annotator.name).join(models.Item).join(models.Annotator)
+        if name:
+            q = q.where(models.Annotator.name == name)
+        return s.execute(q).all()
+
+
+def run(ws, names=None):
+    askers, skipped = build_askers(ws, names)
+    return run_project(ws, askers), skipped
+
+
+def test_votes_with_probabilities_cost_and_a_free_rerun(tmp_path, server):
+    ws = project(tmp_path, server, llm("gpt", "ok", cost_per_1k_tokens=0.5))
+    before = server.requests
+    report, _ = run(ws)
+    assert server.requests - before == 30
+    rows = votes(ws)
+    assert len(rows) == 30
+    assert all(label == LABELS[int(ext[1:]) % 3] for ext, label, *_ in rows)
+    probs = rows[0][2]
+    assert max(probs, key=probs.get) == rows[0][1] and probs[rows[0][1]] > 0.9
+    assert abs(sum(r[5] for r in rows) - 30 * 101 * 0.5 / 1000) < 1e-9
+    assert report["annotators"][0]["voted"] == 30
+    again, _ = run(ws)
+    assert server.requests - before == 30  # a rerun makes no calls
+    assert again["annotators"][0]["asked"] == 0 and len(votes(ws)) == 30
+
+
+def test_cache_serves_a_second_annotator_with_the_same_model_and_prompt(tmp_path, server):
+    ws = project(tmp_path, server, llm("first", "ok") + llm("second", "ok"), n_items=10)
+    before = server.by_model.get("ok", 0)
+    run(ws, ["first"])
+    run(ws, ["second"])
+    assert server.by_model["ok"] - before == 10
+    assert len(votes(ws, "second")) == 10
+
+
+def test_transient_errors_are_retried_until_every_item_is_voted(tmp_path, server):
+    ws = project(tmp_path, server, llm("flaky", "flaky-0.3", max_retries=8), n_items=60)
+    before = server.by_model.get("flaky-0.3", 0)
+    report, _ = run(ws)
+    assert report["annotators"][0]["failed"] == 0
+    assert len(votes(ws)) == 60
+    assert server.by_model["flaky-0.3"] - before > 60  # some were retried
+
+
+def test_unparsable_and_unsure_answers_are_abstentions_with_raw_text(tmp_path, server):
+    ws = project(tmp_path, server, llm("garbage", "garbage") + llm("doubter", "unsure"), n_items=5)
+    run(ws)
+    garbage = votes(ws, "garbage")
+    assert {(r[1], r[3], r[4]) for r in garbage} == {(None, "unparsable", "Well, it depends on many things.")}
+    assert {(r[1], r[3]) for r in votes(ws, "doubter")} == {(None, "unsure")}
+
+
+def test_a_failing_annotator_fails_its_own_votes_while_others_finish(tmp_path, server):
+    ws = project(tmp_path, server, llm("denied", "denied") + llm("good", "ok"), n_items=40)
+    report, _ = run(ws)
+    by_name = {a["name"]: a for a in report["annotators"]}
+    assert by_name["good"]["voted"] == 40
+    assert by_name["denied"]["voted"] == 0 and by_name["denied"]["failed"] == 40
+    assert "AuthenticationError" in next(iter(by_name["denied"]["errors"]))
+    assert by_name["denied"]["stopped"].startswith("stopped after 5 permanent errors")
+    assert len(votes(ws, "denied")) == 0  # nothing stored: a later run tries again
+
+
+def test_hangs_resets_and_broken_bodies_fail_visibly_in_bounded_time(tmp_path, server):
+    ws = project(
+        tmp_path, server,
+        llm("hang", "hang", timeout=0.5, max_retries=1) + llm("broken", "broken", max_retries=1)
+        + llm("reset", "reset", max_retries=4), n_items=4,
+    )
+    started = time.monotonic()
+    report, _ = run(ws)
+    assert time.monotonic() - started < 30
+    by_name = {a["name"]: a for a in report["annotators"]}
+    assert by_name["hang"]["failed"] == 4 and by_name["broken"]["failed"] == 4
+    assert by_name["reset"]["voted"] == 4  # every other request is reset: retries get through
+
+
+def test_logprobs_off_gives_votes_without_probabilities(tmp_path, server):
+    ws = project(tmp_path, server, llm("plain", "ok", logprobs="false"), n_items=3)
+    run(ws)
+    assert {r[2] is None for r in votes(ws)} == {True}
+
+
+def test_keys_come_from_the_environment_and_are_never_stored(tmp_path, server, monkeypatch):
+    ws = project(tmp_path, server, llm("keyed", "ok", api_key_env="TEST_LLM_KEY"), n_items=3)
+    _, skipped = run(ws)
+    assert "TEST_LLM_KEY is not set" in skipped["keyed"]
+    monkeypatch.setenv("TEST_LLM_KEY", "sk-very-secret-123")
+    run(ws)
+    assert len(votes(ws)) == 3
+    db = (tmp_path / "p" / "labeler.db").read_bytes() + (tmp_path / "p" / "labeler.db-wal").read_bytes()
+    assert b"sk-very-secret-123" not in db
+
+
+def test_model_annotator_trains_on_gold_and_votes_out_of_fold(tmp_path, server):
+    ws = project(tmp_path, server, "  - {{name: clf, kind: model, min_labels: 10}}", n_items=60)
+    gold = "id,label\n" + "".join(f"i{n},{LABELS[n % 3]}\n" for n in range(30))
+    assert import_gold(ws, write_file(tmp_path / "gold.csv", gold)).committed
+    report, skipped = run(ws)
+    assert not skipped
+    rows = votes(ws, "clf")
+    assert len(rows) == 60
+    accuracy = sum(label == LABELS[int(ext[1:]) % 3] for ext, label, *_ in rows) / 60
+    assert accuracy > 0.9  # "is positive" is easy to learn
+    assert all(abs(sum(r[2].values()) - 1) < 1e-4 for r in rows)
+
+
+def test_model_annotator_without_enough_labels_is_skipped_with_a_reason(tmp_path, server):
+    ws = project(tmp_path, server, "  - {{name: clf, kind: model}}", n_items=5)
+    _, skipped = run(ws)
+    assert "needs 20 labels" in skipped["clf"]
+
+
+def test_recorded_votes_become_annotators(tmp_path, server):
+    write_file(tmp_path / "crowd.csv", "task,worker,label\ni0,w1,positive\ni0,w2,negative\ni1,w1,negative\nzz,w1,neutral\n")
+    ws = project(tmp_path, server, f"  - {{{{name: crowd, kind: recorded, file: {tmp_path / 'crowd.csv'}}}}}", n_items=3)
+    report, _ = run(ws)
+    assert report["recorded"]["crowd"] == {"votes": 3, "workers": 2, "unknown_items": 1}
+    assert {r[6] for r in votes(ws)} == {"crowd/w1", "crowd/w2"}
+    run(ws)
+    assert len(votes(ws)) == 3  # loading again adds nothing
+
+
+def test_sigkill_mid_run_then_rerun_loses_nothing_and_votes_once(tmp_path):
+    with LLMServer(latency=0.05) as slow:
+        ws = project(tmp_path, slow, llm("gpt", "ok", max_concurrency=4), n_items=200)
+        env = {k: v for k, v in os.environ.items() if k != "LABELER_DATABASE_URL"}
+        cmd = [sys.executable, "-m", "labeler.cli", "run", "-p", str(tmp_path / "p"), "--json"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(votes(ws)) < 40:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        partial = len(votes(ws))
+        assert 40 <= partial < 200, partial
+        calls_before_rerun = slow.requests
+        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+        rows = votes(ws)
+        assert len(rows) == 200 and len({r[0] for r in rows}) == 200  # none lost, none twice
+        assert slow.requests - calls_before_rerun <= 200 - partial  # finished calls were not paid again
+        with ws.session() as s:
+            duplicates = s.execute(
+                select(models.Vote.item_id).group_by(models.Vote.item_id, models.Vote.annotator_id, models.Vote.version)
+                .having(func.count() > 1)
+            ).all()
+        assert duplicates == []
