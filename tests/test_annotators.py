@@ -200,3 +200,17 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_votes_once(tmp_path):
                 .having(func.count() > 1)
             ).all()
         assert duplicates == []
+
+
+def test_backoff_never_waits_less_than_retry_after():
+    from types import SimpleNamespace
+
+    from labeler.llm import _Wait
+
+    class Throttled(Exception):
+        litellm_response_headers = {"retry-after": "7"}
+
+    state = SimpleNamespace(outcome=SimpleNamespace(exception=lambda: Throttled()), attempt_number=1)
+    assert _Wait()(state) >= 7
+    plain = SimpleNamespace(outcome=SimpleNamespace(exception=lambda: RuntimeError()), attempt_number=1)
+    assert _Wait()(plain) < 7

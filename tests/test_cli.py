@@ -57,12 +57,20 @@ def test_invalid_project_file_is_a_message_not_a_traceback(tmp_path):
     assert missing.returncode == 1 and "error" in json.loads(missing.stdout)
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    result = labeler("demo", tmp_path / "demo", "--json")
-    data = json.loads(result.stdout)
+def test_demo_runs_end_to_end_with_the_local_model_and_the_classifier(tmp_path):
+    """The README's first command: no key, no network, the embedded model and the classifier vote."""
+    data = json.loads(labeler("demo", tmp_path / "demo", "--json").stdout)
     assert data["import_items"]["items_added"] == 300
     assert data["import_gold"]["gold_added"] == 159
-    assert data["status"]["items"] == 300
-    assert (tmp_path / "demo" / "labels.jsonl").is_file()
-    human = labeler("demo", tmp_path / "demo2")
-    assert "Imported 300 items" in human.stdout
+    by_name = {a["name"]: a for a in data["run"]["annotators"]}
+    assert data["run"]["skipped"] == {}
+    assert by_name["tfidf"]["voted"] == by_name["gemma"]["voted"] == 291  # all but the 9 few-shot examples
+    assert by_name["gemma"]["failed"] == 0 and by_name["gemma"]["cost"] == 0
+    assert data["status"]["states"]["unlabeled"] == 0
+    assert data["answer_key"]["accuracy"] > 0.5  # three labels: chance is a third
+    rows = [json.loads(line) for line in (tmp_path / "demo" / "labels.jsonl").read_text().splitlines()]
+    gemma_votes = [v for r in rows for v in r["votes"] if v["annotator"] == "gemma"]
+    assert gemma_votes[0]["version"] == "v1"
+    assert sum(v["probs"] is not None for v in gemma_votes) > 0.9 * len(gemma_votes)  # from logprobs
+    human = labeler("status", "-p", tmp_path / "demo")
+    assert "needs_review" in human.stdout and "gemma" in human.stdout
