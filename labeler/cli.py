@@ -356,6 +356,68 @@ def prompt_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"{'*' if v['name'] == current.name else ' '} {v['name']}  {v['hash']}  {v['created_at'][:19]}  {v['examples']} examples")
 
 
+# --- aggregation --------------------------------------------------------------------------
+
+
+@command()
+def aggregate(
+    votes: Annotated[Path, typer.Argument(help="A `task,worker,label` CSV or JSONL file.")],
+    method: Annotated[str, typer.Option(help="mv, wmv, ds (Dawid-Skene) or onecoin.")] = "ds",
+    gold: Annotated[Optional[Path], typer.Option(help="A `task,label` file: report accuracy.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write task,label,confidence CSV here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Aggregate any crowd table into labels with confidence (no project needed)."""
+    import csv
+
+    from routing.aggregate import aggregate_file
+
+    result = aggregate_file(votes, method, gold)
+    if output:
+        with output.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["task", "label", "confidence"])
+            writer.writeheader()
+            writer.writerows(result["labels"])
+    if as_json:
+        emit(result if not output else {k: v for k, v in result.items() if k != "labels"})
+        return
+    summary = f"{result['method']}: {result['items']} items, {result['votes']} votes, {result['workers']} workers, {result['seconds']} s"
+    if "accuracy" in result:
+        summary += f"; accuracy {result['accuracy']} on {result['gold_items']} gold items"
+    err.print(summary)
+    if not output:
+        print("task,label,confidence")
+        for row in result["labels"]:
+            print(f"{row['task']},{row['label']},{row['confidence']}")
+
+
+@command()
+def replay(
+    votes: Annotated[Path, typer.Argument(help="A `task,worker,label` file of recorded votes.")],
+    gold: Annotated[Path, typer.Option(help="A `task,label` file.")],
+    target_accuracy: Annotated[float, typer.Option(min=0.5, max=0.9999, help="Accuracy automatically accepted labels must reach.")] = 0.95,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.9999, help="Probability that the guarantee holds.")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Picks the calibration half and the order votes are bought in.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """What-if: the cascade on historical votes, each vote bought one at a time."""
+    from routing.aggregate import read_gold, read_votes
+    from routing.replay import replay as run_replay
+
+    try:
+        result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed)
+    except ValueError as exc:
+        raise LabelerError(str(exc)) from exc
+    if as_json:
+        emit(result)
+        return
+    out.print(
+        f"{result['test_items']} test items: {result['auto_fraction']:.1%} accepted automatically at accuracy "
+        f"{result['auto_accuracy']} (target {target_accuracy}); accuracy over all {result['accuracy_all']}; "
+        f"votes used {result['votes_used']} of {result['votes_available']}."
+    )
+
+
 def main() -> None:  # pragma: no cover - the console script
     app()
 

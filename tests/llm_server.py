@@ -9,7 +9,7 @@ The model name picks a behaviour, so one server serves every test:
   broken      a 200 with a body that is not JSON
   denied      401 on every request
   hang        never answers within the client's timeout
-  reset       closes the connection without answering, every other request
+  reset       closes the connection without answering on the first try of each request
 Latency (seconds) applies to every answer: `LLMServer(latency=0.1)`.
 """
 
@@ -34,6 +34,7 @@ class LLMServer:
         self.requests = 0
         self.by_model: dict[str, int] = {}
         self._counter = itertools.count()
+        self._reset_seen: set[str] = set()
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
@@ -79,7 +80,8 @@ class LLMServer:
             return web.json_response({"error": {"message": "invalid api key", "type": "auth"}}, status=401)
         if model == "hang":
             await asyncio.sleep(3600)
-        if model == "reset" and n % 2 == 0:
+        if model == "reset" and json.dumps(body.get("messages"), sort_keys=True) not in self._reset_seen:
+            self._reset_seen.add(json.dumps(body.get("messages"), sort_keys=True))
             request.transport.close()
             return web.Response(status=500)
         if model.startswith("flaky-"):

@@ -127,7 +127,7 @@ def test_hangs_resets_and_broken_bodies_fail_visibly_in_bounded_time(tmp_path, s
     assert time.monotonic() - started < 30
     by_name = {a["name"]: a for a in report["annotators"]}
     assert by_name["hang"]["failed"] == 4 and by_name["broken"]["failed"] == 4
-    assert by_name["reset"]["voted"] == 4  # every other request is reset: retries get through
+    assert by_name["reset"]["voted"] == 4  # each first try is reset: the retries get through
 
 
 def test_logprobs_off_gives_votes_without_probabilities(tmp_path, server):
