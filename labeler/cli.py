@@ -309,7 +309,26 @@ def _print_run(report: dict) -> None:
     if report.get("recorded"):
         for name, stats in report["recorded"].items():
             out.print(f"{name}: loaded {stats['votes']} recorded votes from {stats['workers']} workers")
-    out.print("decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(report["decisions"].items())) if report["decisions"] else "no decisions")
+    _print_policy(report["policy"])
+    for name, check in report.get("honeypots", {}).items():
+        verdict = "[bold red]bad day: its votes in this run are set aside[/]" if check.get("bad_day") else "ok"
+        out.print(f"honeypots {name}: {check['right']}/{check['honeypots']} right "
+                  f"(calibrated accuracy {check['calibrated_accuracy']}): {verdict}")
+    if report.get("guideline_suspects"):
+        err.print(f"[yellow]every annotator failed honeypots {', '.join(report['guideline_suspects'])}: "
+                  "check the guideline on them[/]")
+    out.print("decisions: " + (", ".join(f"{k} {v}" for k, v in report["decisions"].items()) or "none"))
+
+
+def _print_policy(policy: dict) -> None:
+    if policy.get("reason"):
+        err.print(f"[yellow]no automatic labels: {policy['reason']}[/]", highlight=False)
+    if policy.get("lambda") is not None:
+        out.print(f"accepting items whose posterior reaches {policy['lambda']:.4f}: accepted accuracy >= "
+                  f"{policy['target_accuracy']} with probability {policy['confidence']:.2f} "
+                  f"(bound on held-out gold {policy['accuracy_bound']:.3f})")
+    if policy.get("calibrated_accuracy"):
+        out.print("accuracy on calibration gold: " + ", ".join(f"{k} {v}" for k, v in policy["calibrated_accuracy"].items()))
 
 
 @command(prompt_app, "show")
@@ -389,6 +408,24 @@ def aggregate(
         print("task,label,confidence")
         for row in result["labels"]:
             print(f"{row['task']},{row['label']},{row['confidence']}")
+
+
+@command(name="calibrate")
+def calibrate_command(project: ProjectOpt = None, annotator: AnnotatorOpt = None, as_json: JsonOpt = False) -> None:
+    """Fit the worker model and the acceptance level on calibration gold (asks nobody)."""
+    from prompts.annotators import build_askers
+    from routing.flow import calibrate
+
+    ws = open_workspace(project)
+    askers, skipped = build_askers(ws, annotator)
+    summary = calibrate(ws, askers).summary() | {"skipped": skipped}
+    if as_json:
+        emit(summary)
+        return
+    _print_policy(summary)
+    for stage, labels in summary.get("thresholds", {}).items():
+        out.print(f"  after {stage}: " + ", ".join(
+            f"{label} >= {t['confidence']:.4f} (calibrated {t['calibrated']:.3f})" for label, t in labels.items()))
 
 
 @command()

@@ -132,6 +132,12 @@ class CascadePolicy:
             return int(taken.sum()), int((label[taken] == test_truth[taken]).sum())
 
         self.lambda_, self.bound_ = fixed_sequence(evaluate, len(test_truth), self.target, self.delta)
+        if np.isfinite(self.lambda_):
+            # Never below what the test gold covered: snap up to the lowest score it accepted there
+            # (the accepted set is the same), and never down to a posterior that says nothing.
+            seen = np.concatenate([st.score[st.active & (st.score >= self.lambda_)] for st in test_stages])
+            floor = 1.0 / len(self.label_names) + 1e-9
+            self.lambda_ = float(max(seen.min() if len(seen) else self.lambda_, floor))
         self.n_test_ = len(test_truth)
         return self
 
@@ -150,3 +156,52 @@ def split_gold(n: int, seed: int, fit_share: float = 0.5) -> tuple[np.ndarray, n
     order = np.random.default_rng(seed).permutation(n)
     cut = int(round(n * fit_share))
     return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def stage_scores(model: ConfusionModel, tasks: list, ordered: dict, n_stages: int, K: int) -> list[StageScores]:
+    """Posteriors after each stage. `ordered[task]` lists its votes by stage: (worker, label index),
+    or None where that stage's worker abstained (no information, but the stage was reached)."""
+    stages = []
+    for s in range(n_stages):
+        post = np.empty((len(tasks), K))
+        active = np.zeros(len(tasks), bool)
+        for i, t in enumerate(tasks):
+            post[i] = model.posterior([v for v in ordered[t][: s + 1] if v is not None])
+            active[i] = len(ordered[t]) > s
+        stages.append(StageScores.from_posteriors(post, active))
+    return stages
+
+
+def _fit_model(tasks: list, ordered: dict, gold_idx: dict, K: int) -> ConfusionModel:
+    votes = [(v[0], v[1], gold_idx[t]) for t in tasks for v in ordered[t] if v is not None]
+    workers = [w for w, _, _ in votes]
+    return ConfusionModel(K).fit(
+        workers, np.array([o for _, o, _ in votes], np.int64), np.array([g for _, _, g in votes], np.int64)
+    )
+
+
+def fit_cascade(calib: list, ordered: dict, gold_idx: dict, label_names: list, n_stages: int,
+                target: float, confidence: float, seed: int = 0, folds: int = 5) -> tuple[ConfusionModel, CascadePolicy]:
+    """Worker model and policy from gold: half fits them, the other half tests lambda.
+
+    The calibrators learn from out-of-fold posteriors within the fit half, so they see honest
+    scores, as new items' will be."""
+    K = len(label_names)
+    fit_i, check_i = split_gold(len(calib), seed)
+    fit, check = [calib[i] for i in fit_i], [calib[i] for i in check_i]
+    model = _fit_model(fit, ordered, gold_idx, K)
+    fold = np.random.default_rng(seed).permutation(np.arange(len(fit)) % folds)
+    oof = [StageScores(np.zeros(len(fit), int), np.zeros(len(fit)), np.zeros(len(fit), bool)) for _ in range(n_stages)]
+    for f in range(folds):
+        inside = [t for t, g in zip(fit, fold) if g != f]
+        held = np.nonzero(fold == f)[0]
+        if not len(held) or not inside:
+            continue
+        fold_model = _fit_model(inside, ordered, gold_idx, K)
+        for s, stage in enumerate(stage_scores(fold_model, [fit[i] for i in held], ordered, n_stages, K)):
+            oof[s].predicted[held], oof[s].score[held], oof[s].active[held] = stage.predicted, stage.score, stage.active
+    policy = CascadePolicy(label_names, target, confidence).fit(
+        oof, [gold_idx[t] for t in fit],
+        stage_scores(model, check, ordered, n_stages, K), [gold_idx[t] for t in check],
+    )
+    return model, policy

@@ -1,30 +1,49 @@
-"""A labeling run over a project: recorded votes loaded, annotators asked, decisions made."""
+"""A labeling run over a project, following the cascade.
+
+1. Every annotator votes on the calibration gold (that is the measurement); the worker model
+   and the acceptance level are fitted on it (routing.project).
+2. Stage by stage, cheapest annotator first, the items not yet accepted are asked; a share of
+   unseen honeypots rides along with each stage. An annotator that does significantly worse
+   on them than on calibration gold has a "bad day": its votes in this run are set aside.
+3. After each stage, items whose posterior confidence reaches the level are accepted (`auto`);
+   what is left after the last stage goes to review (`needs_review`).
+Without enough calibration gold there is no guarantee, so nothing is accepted automatically.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Callable
 
+import numpy as np
 from sqlalchemy import select
 
 from labeler import models
-from labeler.models import utcnow
-from labeler.recorded import load_recorded
 from labeler.config import RecordedAnnotator
+from labeler.models import State, utcnow
+from labeler.recorded import load_recorded
 from labeler.runner import run_askers
+from labeler.store import upsert
 from labeler.workspace import Workspace
-from routing.decide import decide_by_majority
+from routing.project import ProjectPolicy, Stage, fit_policy, gold_of, honeypot_check, load_votes, posteriors
+
+SETTLED = (State.gold, State.confirmed, State.escalated)
+HONEYPOT_SHARE = 0.05  # honeypots per stage, as a share of the items asked (at least MIN_HONEYPOTS)
+MIN_HONEYPOTS = 10
 
 
 def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
-    """Every item but the few-shot examples (those are in the prompt), in import order."""
-    Item, Gold = models.Item, models.GoldLabel
+    """Items without gold and without a human decision, in import order."""
+    Item, Gold, Decision = models.Item, models.GoldLabel, models.Decision
     with ws.session() as s:
         query = (
             select(Item.id)
             .outerjoin(Gold, Gold.item_id == Item.id)
-            .where(Item.project_id == ws.project_id, (Gold.split.is_(None)) | (Gold.split != models.Split.examples))
+            .outerjoin(Decision, Decision.item_id == Item.id)
+            .where(Item.project_id == ws.project_id, Gold.item_id.is_(None),
+                   Decision.state.is_(None) | Decision.state.not_in(SETTLED))
             .order_by(Item.id)
         )
         if limit is not None:
@@ -32,25 +51,75 @@ def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
         return list(s.scalars(query))
 
 
+def stages_of(askers: list) -> list[Stage]:
+    return [Stage(a.name, a.annotator_id, a.version) for a in askers]
+
+
+def unseen_honeypots(ws: Workspace, stage: Stage, count: int, seed: int) -> list[int]:
+    gold = [i for i, g in gold_of(ws).items() if g[1] == models.Split.honeypot]
+    with ws.session() as s:
+        seen = set(s.scalars(select(models.Vote.item_id).where(
+            models.Vote.annotator_id == stage.annotator_id, models.Vote.version == stage.version)))
+    fresh = sorted(set(gold) - seen)
+    random.Random(seed).shuffle(fresh)
+    return fresh[:count]
+
+
+def calibrate(ws: Workspace, askers: list) -> ProjectPolicy:
+    return fit_policy(ws, stages_of(askers))
+
+
 def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
                 on_answer: Callable | None = None, on_start: Callable | None = None) -> dict:
     started = time.perf_counter()
     recorded = {c.name: load_recorded(ws, c) for c in ws.config.annotators if isinstance(c, RecordedAnnotator)}
-    item_ids = items_to_label(ws, limit)
     with ws.session() as s:
         run = models.Run(project_id=ws.project_id, kind="run")
         s.add(run)
         s.flush()
         run_id = run.id
+    stages = stages_of(askers)
+    gold = gold_of(ws)
+    calibration = sorted(i for i, g in gold.items() if g[1] == models.Split.calibration)
+    todo = items_to_label(ws, limit)
     if on_start:
-        on_start(len(item_ids) * len(askers))
-    reports = asyncio.run(run_askers(ws, askers, item_ids, run_id=run_id, on_answer=on_answer)) if askers else []
-    decisions = decide_by_majority(ws)
+        on_start((len(calibration) + len(todo)) * len(askers))
+
+    def ask(asker_list, item_ids):
+        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer)) if asker_list else []
+
+    reports = {r.name: r for r in ask(askers, calibration)}
+    policy = fit_policy(ws, stages)
+    open_items, accepted, bad_days, honeypots = list(todo), {}, {}, {}
+    for s, asker in enumerate(askers):
+        if not open_items:
+            break
+        hp = unseen_honeypots(ws, stages[s], max(MIN_HONEYPOTS, int(HONEYPOT_SHARE * len(open_items))), run_id)
+        for r in ask([asker], open_items + hp):
+            _merge(reports, r)
+        check = honeypot_check(ws, policy, s, run_id)
+        if check:
+            honeypots[asker.name] = check
+            if check.get("bad_day"):
+                bad_days[asker.name] = asker.annotator_id
+        if policy.ready:
+            votes = load_votes(ws, stages, open_items, {(a, run_id) for a in bad_days.values()})
+            scores = posteriors(policy, votes, open_items, s)
+            take = scores.active & (scores.score >= policy.policy.lambda_)
+            calibrated = policy.policy.calibrated(s, scores.predicted, scores.score)
+            for i in np.nonzero(take)[0]:
+                accepted[open_items[i]] = (s, int(scores.predicted[i]), float(calibrated[i]), float(scores.score[i]))
+            open_items = [item for i, item in enumerate(open_items) if not take[i]]
+    decisions = _decide(ws, policy, todo, accepted, run_id, {(a, run_id) for a in bad_days.values()})
     result = {
         "run_id": run_id,
-        "items": len(item_ids),
-        "annotators": [r.as_dict() for r in reports],
+        "items": len(todo),
+        "annotators": [r.as_dict() for r in reports.values()],
         "recorded": recorded,
+        "policy": policy.summary(),
+        "honeypots": honeypots,
+        "bad_day": sorted(bad_days),
+        "guideline_suspects": guideline_suspects(ws, stages, run_id),
         "decisions": decisions,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -58,3 +127,65 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         row = s.get(models.Run, run_id)
         row.finished_at, row.stats = utcnow(), result
     return result
+
+
+def _merge(reports: dict, report) -> None:
+    if report.name not in reports:
+        reports[report.name] = report
+        return
+    into = reports[report.name]
+    for key in ("asked", "voted", "abstained", "failed", "cost"):
+        setattr(into, key, getattr(into, key) + getattr(report, key))
+    into.errors.update(report.errors)
+    into.stopped = into.stopped or report.stopped
+
+
+def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: dict, run_id: int, set_aside: set) -> dict:
+    """auto for accepted items; needs_review, with the best guess, for the rest."""
+    rows, now = [], utcnow()
+    votes = load_votes(ws, policy.stages, items, set_aside) if policy.stages else {}
+    rest = [i for i in items if i not in accepted]
+    last = len(policy.stages) - 1
+    guess = posteriors(policy, votes, rest, last) if (policy.model is not None and rest) else None
+    method = "cascade:confusion+platt"
+    for item_id, (stage, k, calibrated, score) in accepted.items():
+        rows.append({"item_id": item_id, "label": policy.label_names[k], "confidence": round(calibrated, 6),
+                     "state": State.auto, "method": method, "updated_at": now,
+                     "details": {"run": run_id, "stage": stage, "asked": [st.name for st in policy.stages[: stage + 1]],
+                                 "posterior": round(score, 6), "lambda": policy.policy.lambda_}})
+    for n, item_id in enumerate(rest):
+        label, confidence = _fallback(policy, votes.get(item_id, {}), guess, n)
+        rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
+                     "method": method if guess is not None else "majority", "updated_at": now,
+                     "details": {"run": run_id, "reason": "below the acceptance level" if policy.ready else policy.reason}})
+    with ws.session() as s:
+        upsert(s, models.Decision, rows, keys=["item_id"])
+    states = [r["state"].value for r in rows]
+    return {state: states.count(state) for state in sorted(set(states))}
+
+
+def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None]:
+    """The best guess for an item left to review: the posterior, else a majority; None without votes."""
+    if not any(label is not None for label, _ in votes.values()):
+        return None, None
+    if guess is not None:
+        calibrated = policy.policy.calibrated(len(policy.stages) - 1, guess.predicted[n:n + 1], guess.score[n:n + 1])
+        return policy.label_names[int(guess.predicted[n])], round(float(calibrated[0]), 6)
+    labels = [label for label, _ in votes.values() if label is not None]
+    best = max(set(labels), key=lambda lab: (labels.count(lab), -policy.label_names.index(lab)))
+    return best, round(labels.count(best) / len(labels), 6)
+
+
+def guideline_suspects(ws: Workspace, stages: list[Stage], run_id: int) -> list[str]:
+    """Honeypots that every annotator got wrong in this run: likely a guideline problem."""
+    gold = {i: g[0] for i, g in gold_of(ws).items() if g[1] == models.Split.honeypot}
+    if len(stages) < 2:
+        return []
+    votes = load_votes(ws, stages, list(gold))
+    with ws.session() as s:
+        this_run = set(s.scalars(select(models.Vote.item_id).where(models.Vote.run_id == run_id)))
+        names = dict(s.execute(select(models.Item.id, models.Item.external_id).where(models.Item.id.in_(list(gold)))).all())
+    return sorted(
+        names[i] for i, by_stage in votes.items()
+        if i in this_run and len(by_stage) == len(stages) and all(lab is not None and lab != gold[i] for lab, _ in by_stage.values())
+    )

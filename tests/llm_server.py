@@ -4,6 +4,8 @@ It answers with the label named in the item's text ("... is positive"), else the
 The model name picks a behaviour, so one server serves every test:
   ok          answers, with logprobs when asked
   flaky-P     answers, but a share P of requests (by a counter) get 429 (with Retry-After: 0) or 500
+  noisy-P     answers a wrong label for a share P of items (fixed per item text)
+  badday      answers a wrong label for items whose text contains "[hp]"
   garbage     answers text that names no label
   unsure      answers "unsure"
   broken      a 200 with a body that is not JSON
@@ -16,6 +18,7 @@ Latency (seconds) applies to every answer: `LLMServer(latency=0.1)`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import re
@@ -96,6 +99,11 @@ class LLMServer:
         labels = _LABELS.findall(messages[0]["content"]) if messages else []
         item = str(messages[-1].get("content", "")) if messages else ""
         answer = next((label for label in labels if f"is {label}" in item), labels[0] if labels else "?")
+        wrong = model == "badday" and "[hp]" in item
+        if model.startswith("noisy-"):
+            wrong = int(hashlib.sha256(item.encode()).hexdigest(), 16) % 100 < float(model.split("-", 1)[1]) * 100
+        if wrong and len(labels) > 1:
+            answer = labels[(labels.index(answer) + 1) % len(labels)]
         if model == "garbage":
             answer = "Well, it depends on many things."
         elif model == "unsure":

@@ -60,14 +60,19 @@ def test_invalid_project_file_is_a_message_not_a_traceback(tmp_path):
 def test_demo_runs_end_to_end_with_the_local_model_and_the_classifier(tmp_path):
     """The README's first command: no key, no network, the embedded model and the classifier vote."""
     data = json.loads(labeler("demo", tmp_path / "demo", "--json").stdout)
-    assert data["import_items"]["items_added"] == 300
-    assert data["import_gold"]["gold_added"] == 159
-    by_name = {a["name"]: a for a in data["run"]["annotators"]}
-    assert data["run"]["skipped"] == {}
-    assert by_name["tfidf"]["voted"] == by_name["gemma"]["voted"] == 291  # all but the 9 few-shot examples
-    assert by_name["gemma"]["failed"] == 0 and by_name["gemma"]["cost"] == 0
-    assert data["status"]["states"]["unlabeled"] == 0
-    assert data["answer_key"]["accuracy"] > 0.5  # three labels: chance is a third
+    assert data["import_items"]["items_added"] == 240
+    assert data["import_gold"]["gold_added"] == 163
+    run = data["run"]
+    by_name = {a["name"]: a for a in run["annotators"]}
+    assert run["skipped"] == {}
+    assert list(by_name) == ["tfidf", "gemma"]  # cheapest first
+    assert by_name["tfidf"]["voted"] >= 130 + 77  # calibration gold and every new item
+    assert by_name["gemma"]["voted"] >= 130 and by_name["gemma"]["failed"] == 0 and by_name["gemma"]["cost"] == 0
+    assert set(run["policy"]["calibrated_accuracy"]) == {"tfidf", "gemma"}
+    assert run["policy"]["calibrated_accuracy"]["gemma"] > 0.7  # few-shot Gemma on binary sentiment
+    assert set(run["honeypots"]) <= {"tfidf", "gemma"} and run["honeypots"]
+    assert sum(run["decisions"].values()) == 77 and data["status"]["states"]["unlabeled"] == 0
+    assert data["answer_key"]["labelled"] == 77 and data["answer_key"]["accuracy"] > 0.75
     rows = [json.loads(line) for line in (tmp_path / "demo" / "labels.jsonl").read_text().splitlines()]
     gemma_votes = [v for r in rows for v in r["votes"] if v["annotator"] == "gemma"]
     assert gemma_votes[0]["version"] == "v1"

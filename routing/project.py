@@ -1,0 +1,171 @@
+"""The cascade on a project: a worker model and policy from calibration gold, honeypot checks.
+
+Stages are the project's annotators, cheapest first. An annotator's votes are split into
+confidence bands (terciles of its top probability on gold) and each band is its own worker in
+the confusion model, so a confident vote counts for more than a hesitant one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import binomtest
+from sqlalchemy import select
+
+from labeler import models
+from labeler.workspace import Workspace
+from routing.cascade import CascadePolicy, ConfusionModel, fit_cascade, stage_scores
+
+MIN_CALIBRATION = 20  # fewer calibration gold items than this: no policy, everything is reviewed
+HONEYPOT_ALPHA = 0.05  # significance of a "bad day"
+
+
+@dataclass
+class Stage:
+    name: str
+    annotator_id: int
+    version: str
+
+
+@dataclass
+class ProjectPolicy:
+    stages: list[Stage]
+    label_names: list[str]
+    bands: dict[str, list[float]]  # annotator -> band edges on its top probability
+    model: ConfusionModel | None = None
+    policy: CascadePolicy | None = None
+    reason: str | None = None  # why there is no policy
+    skills: dict[str, float] = field(default_factory=dict)  # accuracy on calibration gold
+    skill_counts: dict[str, int] = field(default_factory=dict)  # ... over this many items
+
+    def worker(self, name: str, probs: dict | None) -> str:
+        edges = self.bands.get(name)
+        if not probs or not edges:
+            return name
+        return f"{name}|{int(np.searchsorted(edges, max(probs.values()), side='right'))}"
+
+    @property
+    def ready(self) -> bool:
+        return self.policy is not None and np.isfinite(self.policy.lambda_)
+
+    def summary(self) -> dict:
+        data = {"stages": [s.name for s in self.stages], "calibrated_accuracy": self.skills, "reason": self.reason}
+        if self.policy is not None:
+            data |= {
+                "lambda": self.policy.lambda_ if np.isfinite(self.policy.lambda_) else None,
+                "accuracy_bound": self.policy.bound_,
+                "target_accuracy": self.policy.target,
+                "confidence": 1 - self.policy.delta,
+                "thresholds": {s.name: self.policy.thresholds(i) for i, s in enumerate(self.stages)} if self.ready else {},
+            }
+        return data
+
+
+def load_votes(ws: Workspace, stages: list[Stage], item_ids: list[int], set_aside: set = frozenset()) -> dict:
+    """item -> {stage index: (label, probs)} for each stage's annotator at its version.
+
+    `set_aside` holds (annotator id, run id) pairs whose votes are ignored (bad days)."""
+    Vote = models.Vote
+    keys = {(s.annotator_id, s.version): i for i, s in enumerate(stages)}
+    wanted = set(item_ids)
+    out: dict[int, dict] = defaultdict(dict)
+    with ws.session() as s:
+        rows = s.execute(
+            select(Vote.item_id, Vote.annotator_id, Vote.version, Vote.label, Vote.probs, Vote.run_id)
+            .where(Vote.annotator_id.in_([st.annotator_id for st in stages]))
+        ).all()
+    for item_id, annotator_id, version, label, probs, run_id in rows:
+        stage = keys.get((annotator_id, version))
+        if stage is None or item_id not in wanted:
+            continue
+        # A set-aside vote still marks the stage as reached, but tells nothing.
+        out[item_id][stage] = (None, None) if (annotator_id, run_id) in set_aside else (label, probs)
+    return out
+
+
+def gold_of(ws: Workspace) -> dict[int, tuple[str, models.Split]]:
+    with ws.session() as s:
+        return {
+            item_id: (label, split)
+            for item_id, label, split in s.execute(
+                select(models.GoldLabel.item_id, models.GoldLabel.label, models.GoldLabel.split)
+                .join(models.Item, models.Item.id == models.GoldLabel.item_id)
+                .where(models.Item.project_id == ws.project_id)
+            )
+        }
+
+
+def ordered_votes(policy: ProjectPolicy, votes: dict, item_ids: list[int], upto: int) -> dict:
+    """Per item, its votes by stage as (worker, label index) or None (abstained), up to a stage."""
+    index = {name: k for k, name in enumerate(policy.label_names)}
+    ordered = {}
+    for item_id in item_ids:
+        by_stage = votes.get(item_id, {})
+        row = []
+        for s in range(upto + 1):
+            if s not in by_stage:
+                break  # not asked yet: the stage is not reached
+            label, probs = by_stage[s]
+            row.append((policy.worker(policy.stages[s].name, probs), index[label]) if label in index else None)
+        ordered[item_id] = row
+    return ordered
+
+
+def fit_policy(ws: Workspace, stages: list[Stage], seed: int = 0) -> ProjectPolicy:
+    labels = ws.config.label_names
+    gold = {i: g for i, g in gold_of(ws).items() if g[1] == models.Split.calibration}
+    votes = load_votes(ws, stages, list(gold))
+    calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
+    result = ProjectPolicy(stages, labels, bands={})
+    for s, stage in enumerate(stages):
+        top = [max(v[s][1].values()) for v in votes.values() if s in v and v[s][1]]
+        result.bands[stage.name] = list(np.quantile(top, [1 / 3, 2 / 3])) if len(top) >= 30 else []
+        voted = [i for i in calib if votes[i][s][0] is not None]
+        if voted:
+            result.skills[stage.name] = round(sum(votes[i][s][0] == gold[i][0] for i in voted) / len(voted), 4)
+            result.skill_counts[stage.name] = len(voted)
+    if not stages:
+        result.reason = "no annotators to ask"
+        return result
+    if len(calib) < MIN_CALIBRATION:
+        result.reason = f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
+        return result
+    target, confidence = ws.config.routing.target_accuracy, ws.config.routing.confidence
+    ordered = ordered_votes(result, votes, calib, len(stages) - 1)
+    gold_idx = {i: labels.index(gold[i][0]) for i in calib}
+    result.model, result.policy = fit_cascade(calib, ordered, gold_idx, labels, len(stages), target, confidence, seed)
+    if not result.ready:
+        result.reason = f"no confidence level reaches accuracy {target} with probability {confidence} on this gold"
+    return result
+
+
+def posteriors(policy: ProjectPolicy, votes: dict, item_ids: list[int], stage: int):
+    """StageScores at `stage` for these items (votes through that stage)."""
+    ordered = ordered_votes(policy, votes, item_ids, stage)
+    return stage_scores(policy.model, item_ids, ordered, stage + 1, len(policy.label_names))[-1]
+
+
+def honeypot_check(ws: Workspace, policy: ProjectPolicy, stage: int, run_id: int) -> dict | None:
+    """This run's honeypot votes of one stage's annotator against its calibrated accuracy."""
+    st = policy.stages[stage]
+    gold = {i: g[0] for i, g in gold_of(ws).items() if g[1] == models.Split.honeypot}
+    with ws.session() as s:
+        rows = s.execute(
+            select(models.Vote.item_id, models.Vote.label).where(
+                models.Vote.annotator_id == st.annotator_id, models.Vote.version == st.version,
+                models.Vote.run_id == run_id, models.Vote.item_id.in_(list(gold)),
+            )
+        ).all()
+    if not rows:
+        return None
+    right = sum(label == gold[item_id] for item_id, label in rows)
+    expected = policy.skills.get(st.name)
+    result = {"honeypots": len(rows), "right": right, "accuracy": round(right / len(rows), 4), "calibrated_accuracy": expected}
+    if expected is not None:
+        # Laplace's rule keeps a flawless calibration record from making one slip "impossible".
+        n = policy.skill_counts[st.name]
+        p_value = binomtest(right, len(rows), (expected * n + 1) / (n + 2), alternative="less").pvalue
+        result |= {"p_value": round(float(p_value), 6), "bad_day": bool(p_value < HONEYPOT_ALPHA)}
+    return result

@@ -1,0 +1,115 @@
+"""The cascade in `labeler run`: calibration on gold, cheap annotators first, honeypots."""
+
+import pytest
+from sqlalchemy import select
+
+from labeler import models
+from labeler.importing import import_gold, import_items
+from labeler.workspace import open_workspace
+from prompts.annotators import build_askers
+from routing.flow import run_project
+from tests.conftest import write_file, write_project
+from tests.llm_server import LLMServer
+
+LABELS = ["positive", "negative"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LLMServer() as s:
+        yield s
+
+
+def make_project(tmp_path, server, annotators, *, n_items=400, calibration=200, honeypots=40, hp_marker=False,
+                 wrong_gold=(), target=0.9):
+    yaml_text = (f"name: cascade\nlabels: {{positive: liked it, negative: did not like it}}\nfields: [text]\n"
+                 f"routing: {{target_accuracy: {target}, confidence: 0.9}}\nannotators:\n")
+    for name, model, rank in annotators:
+        yaml_text += (f"  - {{name: {name}, kind: llm, model: openai/{model}, api_base: '{server.base_url}', "
+                      f"cost_rank: {rank}, max_retries: 2}}\n")
+    root = write_project(tmp_path / "p", yaml_text=yaml_text)
+    ws = open_workspace(root)
+    text = lambda n: f"item {n} is {LABELS[n % 2]}" + (" [hp]" if hp_marker and calibration <= n < calibration + honeypots else "")  # noqa: E731
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\n" + "".join(f"i{n},{text(n)}\n" for n in range(n_items))))
+    gold = "id,label,split\n"
+    for n in range(calibration + honeypots):
+        label = LABELS[(n + (n in wrong_gold)) % 2]
+        gold += f"i{n},{label},{'calibration' if n < calibration else 'honeypot'}\n"
+    assert import_gold(ws, write_file(tmp_path / "gold.csv", gold)).committed
+    return ws
+
+
+def decisions(ws):
+    with ws.session() as s:
+        return s.execute(select(models.Item.external_id, models.Decision.label, models.Decision.state,
+                                models.Decision.confidence)
+                         .join(models.Decision, models.Decision.item_id == models.Item.id)
+                         .where(models.Decision.state != models.State.gold)).all()
+
+
+def calls(server, model):
+    return server.by_model.get(model, 0)
+
+
+def test_cheap_annotator_first_and_the_dear_one_only_where_needed(tmp_path, server):
+    ws = make_project(tmp_path, server, [("cheap", "noisy-0.15", 0), ("dear", "ok", 1)])
+    cheap_before, dear_before = calls(server, "noisy-0.15"), calls(server, "ok")
+    askers, _ = build_askers(ws)
+    assert [a.name for a in askers] == ["cheap", "dear"]
+    report = run_project(ws, askers)
+    policy = report["policy"]
+    assert policy["lambda"] is not None and policy["accuracy_bound"] >= 0.9
+    rows = decisions(ws)
+    assert len(rows) == 160
+    auto = [r for r in rows if r.state == models.State.auto]
+    assert len(auto) > 100
+    accuracy = sum(r.label == LABELS[int(r.external_id[1:]) % 2] for r in auto) / len(auto)
+    assert accuracy >= 0.9
+    # The dear annotator saw the calibration gold and only the items the cheap one could not settle.
+    cheap_calls = calls(server, "noisy-0.15") - cheap_before
+    dear_calls = calls(server, "ok") - dear_before
+    assert cheap_calls >= 200 + 160
+    assert dear_calls < cheap_calls
+    assert all(0.5 <= r.confidence <= 1 for r in auto)
+
+
+def test_without_enough_calibration_gold_nothing_is_automatic(tmp_path, server):
+    ws = make_project(tmp_path, server, [("dear", "ok", 0)], n_items=60, calibration=10, honeypots=0)
+    report = run_project(ws, build_askers(ws)[0])
+    assert "at least 20 are needed" in report["policy"]["reason"]
+    assert {r.state for r in decisions(ws)} == {models.State.needs_review}
+    assert all(r.label == LABELS[int(r.external_id[1:]) % 2] for r in decisions(ws))  # the best guess is kept
+
+
+def test_a_bad_day_on_honeypots_sets_the_annotators_votes_aside(tmp_path, server):
+    ws = make_project(tmp_path, server, [("moody", "badday", 0), ("steady", "ok", 1)], hp_marker=True)
+    report = run_project(ws, build_askers(ws)[0])
+    assert report["honeypots"]["moody"]["bad_day"] is True
+    assert report["honeypots"]["steady"].get("bad_day") is False
+    assert report["bad_day"] == ["moody"]
+    rows = decisions(ws)
+    # Nothing was accepted on the moody annotator's word: every automatic label came after "steady".
+    with ws.session() as s:
+        details = [d for (d,) in s.execute(select(models.Decision.details).where(models.Decision.state == models.State.auto))]
+    assert details and all(d["stage"] == 1 for d in details)
+    assert all(r.label == LABELS[int(r.external_id[1:]) % 2] for r in rows if r.state == models.State.auto)
+
+
+def test_honeypots_every_annotator_fails_point_at_the_guideline(tmp_path, server):
+    # Ten honeypots (all of them ride along) and a cheap stage too weak to settle items alone,
+    # so both annotators see every honeypot; two honeypots carry a wrong gold label.
+    ws = make_project(tmp_path, server, [("a", "noisy-0.3", 0), ("b", "ok", 1)], honeypots=10, wrong_gold={201, 202},
+                      target=0.95)
+    report = run_project(ws, build_askers(ws)[0])
+    assert {"i201", "i202"} <= set(report["guideline_suspects"])
+
+
+def test_a_second_run_asks_nothing_new_and_keeps_decisions(tmp_path, server):
+    ws = make_project(tmp_path, server, [("dear", "ok", 0)], n_items=300)
+    run_project(ws, build_askers(ws)[0])
+    before = calls(server, "ok")
+    first = sorted(decisions(ws))
+    report = run_project(ws, build_askers(ws)[0])
+    assert calls(server, "ok") - before <= 10  # at most a few fresh honeypots
+    assert sorted(decisions(ws)) == first
+    assert report["annotators"][0]["asked"] <= 10
