@@ -117,22 +117,14 @@ def project_status(ws: Workspace) -> dict[str, Any]:
     Item, Decision, Vote, Gold = models.Item, models.Decision, models.Vote, models.GoldLabel
     with ws.session() as s:
         items = s.execute(select(func.count()).select_from(Item).where(Item.project_id == ws.project_id)).scalar_one()
-        states = dict(
-            s.execute(
-                select(Decision.state, func.count())
-                .join(Item, Item.id == Decision.item_id)
-                .where(Item.project_id == ws.project_id)
-                .group_by(Decision.state)
-            ).all()
-        )
-        gold = dict(
-            s.execute(
-                select(Gold.split, func.count())
-                .join(Item, Item.id == Gold.item_id)
-                .where(Item.project_id == ws.project_id)
-                .group_by(Gold.split)
-            ).all()
-        )
+
+        def count_by(column, table):
+            return dict(s.execute(
+                select(column, func.count()).join(Item, Item.id == table.item_id)
+                .where(Item.project_id == ws.project_id).group_by(column)
+            ).all())
+
+        states, gold = count_by(Decision.state, Decision), count_by(Gold.split, Gold)
         votes = s.execute(
             select(
                 models.Annotator.name,

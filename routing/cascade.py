@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from routing.calibration import Calibrator, fixed_sequence
-from routing.dawid_skene import softmax_rows
+from routing.votes import softmax_rows
 
 MIN_PER_LABEL = 20  # calibrate per label when a label has this many gold items with both outcomes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from routing.majority_vote import MajorityVote
-from routing.votes import VoteTable
+from routing.votes import Aggregator, VoteTable, anchor, softmax_rows
 
 _EPS = 1e-10
 
@@ -19,22 +19,7 @@ def task_log_likelihood(table: VoteTable, log_conf: np.ndarray) -> np.ndarray:
     return out
 
 
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    return probs / probs.sum(axis=1, keepdims=True)
-
-
-def anchor(probas: np.ndarray, gold: dict[int, int] | None) -> np.ndarray:
-    """Tasks with a known label keep it, so they pin the workers' error estimates."""
-    if gold:
-        idx = np.fromiter(gold.keys(), dtype=np.int64)
-        probas[idx] = 0.0
-        probas[idx, np.fromiter(gold.values(), dtype=np.int64)] = 1.0
-    return probas
-
-
-class DawidSkene:
+class DawidSkene(Aggregator):
     """Each worker has a confusion matrix P(vote | true label); tasks get posteriors over labels.
 
     Starts from majority vote and alternates: estimate priors and confusion matrices from the
@@ -82,9 +67,3 @@ class DawidSkene:
         self.labels_ = probas.argmax(axis=1)
         self.skills_ = np.einsum("k,wkk->w", self.priors_, self.errors_)  # each worker's expected accuracy
         return self
-
-    def fit_predict(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
-        return self.fit(table, gold).labels_
-
-    def fit_predict_proba(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
-        return self.fit(table, gold).probas_

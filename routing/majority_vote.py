@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from routing.votes import VoteTable
+from routing.votes import Aggregator, VoteTable, anchor
 
 
-class MajorityVote:
+class MajorityVote(Aggregator):
     """The share of votes per label is the posterior; ties go to the first label in the label set.
 
     >>> table = VoteTable.from_records([("t1", "a", "x"), ("t1", "b", "x"), ("t1", "c", "y")])
@@ -15,15 +15,9 @@ class MajorityVote:
     [[0.67, 0.33]]
     """
 
-    def fit(self, table: VoteTable) -> "MajorityVote":
+    def fit(self, table: VoteTable, gold: dict[int, int] | None = None) -> "MajorityVote":
         counts = table.counts()
         totals = counts.sum(axis=1, keepdims=True)
-        self.probas_ = np.divide(counts, totals, out=np.full_like(counts, 1.0 / table.n_labels), where=totals > 0)
+        self.probas_ = anchor(np.divide(counts, totals, out=np.full_like(counts, 1.0 / table.n_labels), where=totals > 0), gold)
         self.labels_ = self.probas_.argmax(axis=1)
         return self
-
-    def fit_predict(self, table: VoteTable) -> np.ndarray:
-        return self.fit(table).labels_
-
-    def fit_predict_proba(self, table: VoteTable) -> np.ndarray:
-        return self.fit(table).probas_

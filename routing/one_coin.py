@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from routing.dawid_skene import anchor, softmax_rows
 from routing.majority_vote import MajorityVote
-from routing.votes import VoteTable
+from routing.votes import Aggregator, VoteTable, anchor, softmax_rows
 
 
-class OneCoin:
+class OneCoin(Aggregator):
     """A worker's skill is the chance its vote is the true label; errors spread evenly over the rest.
 
     Fewer parameters than Dawid-Skene (one per worker instead of K x K), so it holds up better
     for workers with few votes.
 
     >>> t = VoteTable.from_records([("a", "w1", 1), ("a", "w2", 1), ("a", "w3", 0),
-    ...                             ("b", "w1", 0), ("b", "w2", 0), ("b", "w3", 0)])
-    >>> OneCoin().fit_predict(t).tolist()
-    [1, 0]
+    ...                             ("b", "w1", 0), ("b", "w2", 0), ("b", "w3", 0),
+    ...                             ("c", "w1", 1), ("c", "w2", 1), ("c", "w3", 1),
+    ...                             ("d", "w1", 0), ("d", "w2", 0), ("d", "w3", 1)])
+    >>> model = OneCoin().fit(t)
+    >>> model.labels_.tolist(), model.skills_.round(2).tolist()
+    ([1, 0, 1, 0], [0.83, 0.83, 0.58])
     """
 
     def __init__(self, n_iter: int = 100, tol: float = 1e-5, prior_right: float = 2.0, prior_wrong: float = 1.0):
@@ -47,9 +49,3 @@ class OneCoin:
                 break
         self.probas_, self.labels_, self.skills_ = probas, probas.argmax(axis=1), skills
         return self
-
-    def fit_predict(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
-        return self.fit(table, gold).labels_
-
-    def fit_predict_proba(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
-        return self.fit(table, gold).probas_

@@ -72,3 +72,31 @@ class VoteTable:
         out = np.zeros((self.n_tasks, self.n_labels))
         np.add.at(out, (self.tasks, self.labels), weights)
         return out
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def anchor(probas: np.ndarray, gold: dict[int, int] | None) -> np.ndarray:
+    """Tasks with a known label keep it, so they pin the workers' error estimates."""
+    if gold:
+        idx = np.fromiter(gold.keys(), dtype=np.int64)
+        probas[idx] = 0.0
+        probas[idx, np.fromiter(gold.values(), dtype=np.int64)] = 1.0
+    return probas
+
+
+class Aggregator:
+    """crowd-kit's shape: `fit` sets `probas_` and `labels_`; these two follow from it."""
+
+    def fit(self, table: VoteTable, gold: dict[int, int] | None = None) -> "Aggregator":
+        raise NotImplementedError
+
+    def fit_predict(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
+        return self.fit(table, gold).labels_
+
+    def fit_predict_proba(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
+        return self.fit(table, gold).probas_

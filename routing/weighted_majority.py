@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from routing.dawid_skene import anchor
 from routing.majority_vote import MajorityVote
-from routing.votes import VoteTable
+from routing.votes import Aggregator, VoteTable, anchor
 
 
-class WeightedMajorityVote:
+class WeightedMajorityVote(Aggregator):
     """Majority vote, then each worker's weight is its agreement with it, then a weighted vote.
 
     >>> t = VoteTable.from_records([("a", "w1", 1), ("a", "w2", 1), ("a", "w3", 0),
@@ -31,9 +30,3 @@ class WeightedMajorityVote:
         self.probas_ = anchor(self.probas_, gold)
         self.labels_ = self.probas_.argmax(axis=1)
         return self
-
-    def fit_predict(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
-        return self.fit(table, gold).labels_
-
-    def fit_predict_proba(self, table: VoteTable, gold: dict[int, int] | None = None) -> np.ndarray:
-        return self.fit(table, gold).probas_
