@@ -21,14 +21,14 @@ def server():
 
 
 def make_project(tmp_path, server, annotators, *, n_items=400, calibration=200, honeypots=40, hp_marker=False,
-                 wrong_gold=(), target=0.9):
+                 wrong_gold=(), target=0.9, url=None):
     yaml_text = (f"name: cascade\nlabels: {{positive: liked it, negative: did not like it}}\nfields: [text]\n"
                  f"routing: {{target_accuracy: {target}, confidence: 0.9}}\nannotators:\n")
     for name, model, rank in annotators:
         yaml_text += (f"  - {{name: {name}, kind: llm, model: openai/{model}, api_base: '{server.base_url}', "
                       f"cost_rank: {rank}, max_retries: 2}}\n")
     root = write_project(tmp_path / "p", yaml_text=yaml_text)
-    ws = open_workspace(root)
+    ws = open_workspace(root, url=url)
     text = lambda n: f"item {n} is {LABELS[n % 2]}" + (" [hp]" if hp_marker and calibration <= n < calibration + honeypots else "")  # noqa: E731
     import_items(ws, write_file(tmp_path / "items.csv", "id,text\n" + "".join(f"i{n},{text(n)}\n" for n in range(n_items))))
     gold = "id,label,split\n"
@@ -51,8 +51,8 @@ def calls(server, model):
     return server.by_model.get(model, 0)
 
 
-def test_cheap_annotator_first_and_the_dear_one_only_where_needed(tmp_path, server):
-    ws = make_project(tmp_path, server, [("cheap", "noisy-0.15", 0), ("dear", "ok", 1)])
+def test_cheap_annotator_first_and_the_dear_one_only_where_needed(tmp_path, server, store_url):
+    ws = make_project(tmp_path, server, [("cheap", "noisy-0.15", 0), ("dear", "ok", 1)], url=store_url)
     cheap_before, dear_before = calls(server, "noisy-0.15"), calls(server, "ok")
     askers, _ = build_askers(ws)
     assert [a.name for a in askers] == ["cheap", "dear"]
