@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from labeler.importing import import_items  # noqa: E402
 from labeler.llm import litellm  # noqa: E402

@@ -22,9 +22,6 @@ from labeler.config import LLMAnnotator
 from labeler.errors import LabelerError
 from labeler.runner import Answer, ItemRef, PermanentError
 
-# litellm must never reach for the network for its price list.
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER = 120.0
 TOP_LOGPROBS = 5
