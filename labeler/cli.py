@@ -375,6 +375,49 @@ def prompt_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"{'*' if v['name'] == current.name else ' '} {v['name']}  {v['hash']}  {v['created_at'][:19]}  {v['examples']} examples")
 
 
+# --- evaluation ---------------------------------------------------------------------------
+
+
+@command(name="eval")
+def eval_command(
+    project: ProjectOpt = None,
+    annotator: AnnotatorOpt = None,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Prompt versions to compare (repeatable).")] = None,
+    fail_if_worse: Annotated[Optional[str], typer.Option(help="Exit 1 if an entry is significantly worse than this version (or annotator@version).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Annotators and prompt versions on gold: accuracy with coverage, F1, kappa, calibration, cost, latency."""
+    from evals.evaluate import evaluate, worse_than_baseline
+
+    ws = open_workspace(project)
+    report = _with_run_progress(lambda on_start, on_answer: evaluate(ws, annotator, prompt, fail_if_worse, on_answer),
+                                quiet=as_json)
+    worse = worse_than_baseline(report) if fail_if_worse else []
+    if as_json:
+        emit(report | {"worse": worse})
+    else:
+        _print_eval(report)
+    if worse:
+        err.print(f"[bold red]significantly worse than {fail_if_worse}: {', '.join(worse)}[/]")
+        raise typer.Exit(1)
+
+
+def _print_eval(report: dict) -> None:
+    table = Table(title=f"{report['gold_items']} gold items (target accuracy {report['target_accuracy']})")
+    for column in ("entry", "accuracy", "coverage", "macro-F1", "kappa", "ECE", "AUROC", "auto share", "$/1000", "p50 ms"):
+        table.add_column(column, justify="left" if column == "entry" else "right")
+    fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
+    for name, e in report["entries"].items():
+        table.add_row(name, fmt(e["accuracy"]), fmt(e["coverage"]), fmt(e["macro_f1"]), fmt(e["kappa"]),
+                      fmt(e["confidence"]["ece"]), fmt(e["confidence"]["auroc"]), fmt(e["confidence"]["auto_share"]),
+                      fmt(e["cost_per_1000"]), fmt(e["latency_ms"]["p50"]))
+    out.print(table)
+    for c in report["comparisons"]:
+        d = c["accuracy_difference"]
+        out.print(f"{c['b']} vs {c['a']}: {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
+                  f"McNemar p={c['mcnemar']['p_value']}: {c['verdict']}; differ on {len(c['differ'])} shown items")
+
+
 # --- aggregation --------------------------------------------------------------------------
 
 

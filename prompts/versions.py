@@ -65,15 +65,23 @@ def resolve(ws: Workspace, name: str | None = None) -> CompiledPrompt:
     """A version by name; None: the current guideline's version (registered if new)."""
     if name is None:
         return register(ws, current_spec(ws))
+    row = _by_name(ws, name)
+    if row is None:  # the guideline may have changed since the last command: its version is the newest
+        current = register(ws, current_spec(ws))
+        if current.name == name:
+            return current
+    if row is None:
+        raise LabelerError(f"no prompt version {name!r}; `labeler prompt list` shows them")
+    return CompiledPrompt(PromptSpec.from_dict(row.spec), row.name)
+
+
+def _by_name(ws: Workspace, name: str):
     with ws.session() as s:
-        row = s.scalars(
+        return s.scalars(
             select(models.PromptVersion).where(
                 models.PromptVersion.project_id == ws.project_id, models.PromptVersion.name == name
             )
         ).first()
-    if row is None:
-        raise LabelerError(f"no prompt version {name!r}; `labeler prompt list` shows them")
-    return CompiledPrompt(PromptSpec.from_dict(row.spec), row.name)
 
 
 def list_versions(ws: Workspace) -> list[dict]:

@@ -1,0 +1,68 @@
+"""Metrics of an annotator's answers against gold. Abstentions count: accuracy is always over
+every gold item asked, shown beside coverage (the share answered), never over answers alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
+
+from routing.calibration import expected_calibration_error
+
+ABSTAIN = "(abstained)"
+
+
+def classification(truth: list[str], predicted: list[str | None], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, coverage, macro-F1, Cohen's kappa with gold, per-label precision/recall, confusion matrix."""
+    answered = [p is not None for p in predicted]
+    pred = [p if p is not None else ABSTAIN for p in predicted]
+    n = len(truth)
+    precision, recall, _, support = precision_recall_fscore_support(truth, pred, labels=labels, zero_division=0)
+    return {
+        "items": n,
+        "coverage": round(sum(answered) / n, 4) if n else None,
+        "accuracy": round(sum(t == p for t, p in zip(truth, pred)) / n, 4) if n else None,
+        "macro_f1": round(float(f1_score(truth, pred, labels=labels, average="macro", zero_division=0)), 4),
+        "kappa": round(float(cohen_kappa_score(truth, pred)), 4) if len(set(truth) | set(pred)) > 1 else None,
+        "per_label": {
+            label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "support": int(s)}
+            for label, p, r, s in zip(labels, precision, recall, support)
+        },
+        "confusion": {"labels": labels + [ABSTAIN],
+                      "matrix": confusion_matrix(truth, pred, labels=labels + [ABSTAIN]).tolist()},
+    }
+
+
+def coverage_accuracy(confidence: np.ndarray, correct: np.ndarray) -> list[tuple[float, float]]:
+    """Accepting the most confident first: (share accepted, accuracy of the accepted) at each step."""
+    order = np.argsort(-np.asarray(confidence, float), kind="stable")
+    right = np.cumsum(np.asarray(correct, float)[order])
+    n = np.arange(1, len(order) + 1)
+    return list(zip((n / len(order)).round(4).tolist(), (right / n).round(4).tolist()))
+
+
+def auto_share(curve: list[tuple[float, float]], target: float) -> float:
+    """The largest share that could be accepted with accuracy at least `target` (empirical, on gold)."""
+    return max((coverage for coverage, accuracy in curve if accuracy >= target), default=0.0)
+
+
+def confidence_quality(confidence: list[float | None], correct: list[bool], target: float) -> dict[str, Any]:
+    """How well confidence separates right from wrong: ECE, AUROC, the coverage-accuracy curve."""
+    pairs = [(c, r) for c, r in zip(confidence, correct) if c is not None]
+    if len(pairs) < 2:
+        return {"ece": None, "auroc": None, "curve": [], "auto_share": None}
+    conf, right = np.array([c for c, _ in pairs]), np.array([r for _, r in pairs])
+    curve = coverage_accuracy(conf, right)
+    return {
+        "ece": round(expected_calibration_error(conf, right), 4),
+        "auroc": round(float(roc_auc_score(right, conf)), 4) if 0 < right.mean() < 1 else None,
+        "curve": curve,
+        "auto_share": auto_share(curve, target),
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": round(float(np.percentile(values, 50)), 2), "p95": round(float(np.percentile(values, 95)), 2)}

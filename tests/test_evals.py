@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+from evals.compare import bootstrap_difference, compare, mcnemar
+from evals.evaluate import evaluate, worse_than_baseline
+from evals.metrics import ABSTAIN, auto_share, classification, confidence_quality, coverage_accuracy
+from labeler.importing import import_gold, import_items
+from labeler.workspace import open_workspace
+from tests.conftest import write_file, write_project
+from tests.llm_server import LLMServer
+from tests.test_cli import labeler
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+def test_classification_agrees_with_scikit_learn_and_counts_abstentions():
+    rng = np.random.default_rng(0)
+    truth = list(rng.choice(LABELS, 200))
+    predicted = [t if rng.random() < 0.7 else (None if rng.random() < 0.3 else str(rng.choice(LABELS))) for t in truth]
+    report = classification(truth, predicted, LABELS)
+    filled = [p or ABSTAIN for p in predicted]
+    assert report["accuracy"] == round(accuracy_score(truth, filled), 4)  # abstentions are wrong, not skipped
+    assert report["coverage"] == round(sum(p is not None for p in predicted) / 200, 4)
+    assert report["macro_f1"] == round(f1_score(truth, filled, labels=LABELS, average="macro"), 4)
+    assert report["kappa"] == round(cohen_kappa_score(truth, filled), 4)
+    assert sum(map(sum, report["confusion"]["matrix"])) == 200
+
+
+def test_confidence_quality_by_hand():
+    confidence = [0.9, 0.8, 0.7, 0.6]
+    correct = [True, True, False, True]
+    assert coverage_accuracy(np.array(confidence), np.array(correct)) == [(0.25, 1.0), (0.5, 1.0), (0.75, 0.6667), (1.0, 0.75)]
+    assert auto_share(coverage_accuracy(np.array(confidence), np.array(correct)), 0.7) == 1.0
+    quality = confidence_quality(confidence, correct, target=0.9)
+    assert quality["auto_share"] == 0.5
+    assert quality["auroc"] == round(roc_auc_score(correct, confidence), 4)
+    # ECE with 10 bins: each item alone in its bin: mean |conf - right| = (0.1 + 0.2 + 0.7 + 0.4) / 4
+    assert abs(quality["ece"] - 0.35) < 1e-9
+
+
+def test_mcnemar_and_bootstrap():
+    a = np.array([True] * 50 + [False] * 50)
+    b = np.array([True] * 40 + [False] * 10 + [True] * 5 + [False] * 45)
+    test = mcnemar(a, b)
+    assert (test["only_a_right"], test["only_b_right"]) == (10, 5)
+    assert abs(test["p_value"] - 0.301758) < 1e-5  # exact two-sided binomial, 5 of 15
+    interval = bootstrap_difference(a, b)
+    assert interval["low"] < interval["difference"] == -0.05 < interval["high"]
+    assert compare(a, b)["verdict"] == "no significant difference"
+    assert compare(a, np.zeros(100, bool))["verdict"] == "worse"
+
+
+def _project(tmp_path, server, annotators):
+    yaml_text = "name: e\nlabels: {positive: liked it, negative: did not like it, neutral: no opinion}\nfields: [text]\nannotators:\n"
+    for name, model in annotators:
+        yaml_text += f"  - {{name: {name}, kind: llm, model: openai/{model}, api_base: '{server.base_url}'}}\n"
+    root = write_project(tmp_path / "p", yaml_text=yaml_text)
+    ws = open_workspace(root)
+    import_items(ws, write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{n},item {n} is {LABELS[n % 3]}\n" for n in range(150))))
+    import_gold(ws, write_file(tmp_path / "g.csv", "id,label\n" + "".join(f"i{n},{LABELS[n % 3]}\n" for n in range(150))))
+    return ws, root
+
+
+def test_eval_compares_annotators_and_prompt_versions(tmp_path):
+    with LLMServer() as server:
+        ws, root = _project(tmp_path, server, [("good", "ok"), ("bad", "noisy-0.3")])
+        report = evaluate(ws)
+        good, bad = report["entries"]["good@v1"], report["entries"]["bad@v1"]
+        assert good["accuracy"] == 1.0 and 0.55 < bad["accuracy"] < 0.85 and good["coverage"] == 1.0
+        assert good["cost_per_1000"] == 0 and good["latency_ms"]["p50"] is not None
+        assert good["confidence"]["auroc"] is None  # all right: nothing to separate
+        (comparison,) = report["comparisons"]
+        assert comparison["verdict"] == "worse" and comparison["b"] == "bad@v1" and comparison["differ"]
+        assert worse_than_baseline(evaluate(ws, baseline="good@v1")) == ["bad@v1"]
+        calls = server.requests
+        evaluate(ws)
+        assert server.requests == calls  # cached like any run
+        # A second prompt version: the guideline changed, the same model answers the same way.
+        (root / "guidelines.md").write_text("# Test\n\nA new rule.\n")
+        versions = evaluate(ws, annotators=["good"], prompts=["v1", "v2"])
+        assert set(versions["entries"]) == {"good@v1", "good@v2"}
+        assert versions["comparisons"][0]["verdict"] == "no significant difference"
+        # The CLI gate for teams' own CI.
+        gate = labeler("eval", "--prompt", "v1", "--fail-if-worse", "good@v1", "--json", "-p", root, check=False)
+        assert gate.returncode == 1 and json.loads(gate.stdout)["worse"] == ["bad@v1"]
+        assert labeler("eval", "--annotator", "good", "-p", root).returncode == 0
