@@ -51,10 +51,11 @@ def confidence_quality(confidence: list[float | None], correct: list[bool], targ
     """How well confidence separates right from wrong: ECE, AUROC, the coverage-accuracy curve."""
     pairs = [(c, r) for c, r in zip(confidence, correct) if c is not None]
     if len(pairs) < 2:
-        return {"ece": None, "auroc": None, "curve": [], "auto_share": None}
+        return {"ece": None, "auroc": None, "curve": [], "auto_share": None, "reliability": []}
     conf, right = np.array([c for c, _ in pairs]), np.array([r for _, r in pairs])
     curve = coverage_accuracy(conf, right)
     return {
+        "reliability": reliability(conf, right),
         "ece": round(expected_calibration_error(conf, right), 4),
         "auroc": round(float(roc_auc_score(right, conf)), 4) if 0 < right.mean() < 1 else None,
         "curve": curve,
@@ -66,3 +67,13 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None}
     return {"p50": round(float(np.percentile(values, 50)), 2), "p95": round(float(np.percentile(values, 95)), 2)}
+
+
+def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> list[dict]:
+    """Per confidence bin: mean confidence, accuracy, count (the reliability diagram's points)."""
+    which = np.clip((np.asarray(confidence) * bins).astype(int), 0, bins - 1)
+    return [
+        {"confidence": round(float(confidence[which == b].mean()), 4), "accuracy": round(float(correct[which == b].mean()), 4),
+         "count": int((which == b).sum())}
+        for b in range(bins) if (which == b).any()
+    ]

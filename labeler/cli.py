@@ -384,19 +384,26 @@ def eval_command(
     annotator: AnnotatorOpt = None,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Prompt versions to compare (repeatable).")] = None,
     fail_if_worse: Annotated[Optional[str], typer.Option(help="Exit 1 if an entry is significantly worse than this version (or annotator@version).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write a self-contained HTML report with plots here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Annotators and prompt versions on gold: accuracy with coverage, F1, kappa, calibration, cost, latency."""
     from evals.evaluate import evaluate, worse_than_baseline
 
     ws = open_workspace(project)
-    report = _with_run_progress(lambda on_start, on_answer: evaluate(ws, annotator, prompt, fail_if_worse, on_answer),
-                                quiet=as_json)
-    worse = worse_than_baseline(report) if fail_if_worse else []
+    results = _with_run_progress(lambda on_start, on_answer: evaluate(ws, annotator, prompt, fail_if_worse, on_answer),
+                                 quiet=as_json)
+    worse = worse_than_baseline(results) if fail_if_worse else []
+    if report:
+        from evals.report import write_report
+
+        write_report(results, report)
     if as_json:
-        emit(report | {"worse": worse})
+        emit(results | {"worse": worse})
     else:
-        _print_eval(report)
+        _print_eval(results)
+        if report:
+            err.print(f"Wrote {report}")
     if worse:
         err.print(f"[bold red]significantly worse than {fail_if_worse}: {', '.join(worse)}[/]")
         raise typer.Exit(1)

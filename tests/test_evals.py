@@ -86,3 +86,36 @@ def test_eval_compares_annotators_and_prompt_versions(tmp_path):
         gate = labeler("eval", "--prompt", "v1", "--fail-if-worse", "good@v1", "--json", "-p", root, check=False)
         assert gate.returncode == 1 and json.loads(gate.stdout)["worse"] == ["bad@v1"]
         assert labeler("eval", "--annotator", "good", "-p", root).returncode == 0
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+def test_html_report_renders_its_plots_in_a_real_browser(tmp_path):
+    import os
+
+    import pytest
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="install the `browser` extra")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
+    from evals.report import write_report
+
+    with LLMServer() as server:
+        ws, _ = _project(tmp_path, server, [("good", "ok"), ("bad", "noisy-0.3")])
+        report = evaluate(ws)
+    path = write_report(report, tmp_path / "report.html")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(path.as_uri())
+        widths = page.eval_on_selector_all(".plots img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == 4 and all(w > 100 for w in widths)  # coverage, reliability, two confusion matrices
+        assert "bad@v1" in page.inner_text("#entries")
+        data = json.loads(page.inner_text("#data"))
+        assert data["entries"]["good@v1"]["accuracy"] == 1.0
+        page.screenshot(path=str(ARTIFACTS / "eval-report.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "eval-report.png").stat().st_size > 10_000
