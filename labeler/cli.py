@@ -425,6 +425,27 @@ def _print_eval(report: dict) -> None:
                   f"McNemar p={c['mcnemar']['p_value']}: {c['verdict']}; differ on {len(c['differ'])} shown items")
 
 
+@command()
+def metrics(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
+    """Completion, states, labels per annotator and reviewer, agreement, automatic share, spend, honeypots."""
+    from evals.project_metrics import project_metrics
+
+    data = project_metrics(open_workspace(project))
+    if as_json:
+        emit(data)
+        return
+    out.print(f"[bold]{data['project']}[/]: {data['items']} items, completion {data['completion_rate']}, "
+              f"automatic share {data['automatic_share']}, backlog {data['backlog']}, spend ${data['spend']:.4f}")
+    out.print("states: " + ", ".join(f"{k} {v}" for k, v in data["states"].items()))
+    out.print("labels per annotator: " + (", ".join(f"{k} {v}" for k, v in data["labels_per_annotator"].items()) or "none"))
+    if data["labels_per_reviewer"]:
+        out.print("labels per reviewer: " + ", ".join(f"{k} {v}" for k, v in data["labels_per_reviewer"].items()))
+    a = data["agreement"]
+    out.print(f"agreement over {a['items']} items: Fleiss' kappa {a['fleiss_kappa']}, Krippendorff's alpha {a['krippendorff_alpha']}")
+    for name, runs in data["honeypots"].items():
+        out.print(f"honeypots {name}: " + ", ".join(f"run {r['run']} {r['accuracy']}{' (bad day)' if r['bad_day'] else ''}" for r in runs))
+
+
 # --- aggregation --------------------------------------------------------------------------
 
 

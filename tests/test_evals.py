@@ -119,3 +119,45 @@ def test_html_report_renders_its_plots_in_a_real_browser(tmp_path):
         page.screenshot(path=str(ARTIFACTS / "eval-report.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "eval-report.png").stat().st_size > 10_000
+
+
+def test_agreement_matches_the_reference_implementations():
+    import krippendorff
+
+    from evals.agreement import fleiss_kappa, krippendorff_alpha
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(3, size=80)
+    raters = np.where(rng.random((5, 80)) < 0.75, truth, rng.integers(3, size=(5, 80))).astype(float)
+    counts = np.stack([np.bincount(raters[:, u].astype(int), minlength=3) for u in range(80)])
+    # Fleiss' kappa by its textbook formula, computed independently here.
+    p_j = counts.sum(0) / counts.sum()
+    p_i = ((counts * (counts - 1)).sum(1)) / (5 * 4)
+    assert abs(fleiss_kappa(counts) - (p_i.mean() - (p_j ** 2).sum()) / (1 - (p_j ** 2).sum())) < 1e-12
+    # Krippendorff's alpha against the `krippendorff` package, with missing values.
+    raters[rng.random((5, 80)) < 0.2] = np.nan
+    counts = np.stack([np.bincount(raters[~np.isnan(raters[:, u]), u].astype(int), minlength=3) for u in range(80)])
+    expected = krippendorff.alpha(reliability_data=raters, level_of_measurement="nominal")
+    assert abs(krippendorff_alpha(counts) - expected) < 1e-9
+    # Two raters: Fleiss' kappa is close to (not equal to) Cohen's, both chance-corrected.
+    two = np.stack([np.bincount(x, minlength=3) for x in zip(rng.integers(3, size=50), rng.integers(3, size=50))])
+    assert fleiss_kappa(two) < 0.3
+
+
+def test_project_metrics_after_a_run(tmp_path):
+    from evals.project_metrics import project_metrics
+    from prompts.annotators import build_askers
+    from routing.flow import run_project
+
+    with LLMServer() as server:
+        ws, root = _project(tmp_path, server, [("good", "ok"), ("bad", "noisy-0.3")])
+        import_items(ws, write_file(tmp_path / "new.csv", "id,text\n" + "".join(f"n{n},item {n} is positive\n" for n in range(20))))
+        run_project(ws, build_askers(ws)[0])
+        data = project_metrics(ws)
+    assert data["items"] == 170 and data["states"]["gold"] == 150
+    assert data["completion_rate"] == round((150 + data["states"]["auto"]) / 170, 4)
+    assert set(data["labels_per_annotator"]) == {"good", "bad"}
+    assert data["agreement"]["items"] >= 150  # both voted on the calibration gold
+    assert 0 < data["agreement"]["krippendorff_alpha"] < 1 and data["agreement"]["fleiss_kappa"] is not None
+    cli = json.loads(labeler("metrics", "--json", "-p", root).stdout)
+    assert cli["states"] == data["states"]
