@@ -11,6 +11,7 @@ from labeler import models
 from labeler.exporting import project_status
 from labeler.workspace import Workspace
 from evals.agreement import fleiss_kappa, krippendorff_alpha
+from evals.drift import detect_drift
 
 DONE = ("auto", "confirmed", "gold")
 
@@ -76,4 +77,5 @@ def project_metrics(ws: Workspace) -> dict:
             "krippendorff_alpha": round(krippendorff_alpha(counts), 4) if krippendorff_alpha(counts) is not None else None,
         },
         "honeypots": honeypot_history(ws),
+        "drift": detect_drift(ws),
     }

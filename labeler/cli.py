@@ -263,10 +263,21 @@ def run(
     report = _with_run_progress(lambda on_start, on_answer: run_project(
         ws, askers, limit=limit, on_start=on_start, on_answer=on_answer), quiet=as_json)
     report["skipped"] = skipped
+    from evals.drift import detect_drift
+
+    report["drift"] = detect_drift(ws)
     if as_json:
         emit(report)
         return
     _print_run(report)
+    _print_drift(report["drift"])
+
+
+def _print_drift(drift: dict) -> None:
+    if drift.get("drift"):
+        err.print(f"[bold yellow]drift: new items differ from the gold set (classifier AUC {drift['auc']}, "
+                  f"p = {drift['p_value']}); the accuracy guarantee may not hold for them. Add some to gold, "
+                  f"e.g. {', '.join(drift['propose_for_gold'][:10])}[/]", highlight=False)
 
 
 def _with_run_progress(work: Callable, quiet: bool = False):
@@ -444,6 +455,9 @@ def metrics(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     out.print(f"agreement over {a['items']} items: Fleiss' kappa {a['fleiss_kappa']}, Krippendorff's alpha {a['krippendorff_alpha']}")
     for name, runs in data["honeypots"].items():
         out.print(f"honeypots {name}: " + ", ".join(f"run {r['run']} {r['accuracy']}{' (bad day)' if r['bad_day'] else ''}" for r in runs))
+    if data["drift"].get("drift") is False:
+        out.print(f"no drift between gold and new items (p = {data['drift']['p_value']})")
+    _print_drift(data["drift"])
 
 
 # --- aggregation --------------------------------------------------------------------------

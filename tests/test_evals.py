@@ -161,3 +161,40 @@ def test_project_metrics_after_a_run(tmp_path):
     assert 0 < data["agreement"]["krippendorff_alpha"] < 1 and data["agreement"]["fleiss_kappa"] is not None
     cli = json.loads(labeler("metrics", "--json", "-p", root).stdout)
     assert cli["states"] == data["states"]
+
+
+def _example_workspace(tmp_path):
+    from labeler.scaffold import copy_example
+
+    root = copy_example(tmp_path / "example")
+    ws = open_workspace(root)
+    import_items(ws, root / "items.csv")
+    import_gold(ws, root / "gold.csv")
+    return ws
+
+
+def test_no_drift_on_a_held_back_slice_of_the_same_domain(tmp_path):
+    from evals.drift import detect_drift
+
+    result = detect_drift(_example_workspace(tmp_path), seed=0)
+    assert result["new_items"] == 77 and result["drift"] is False, result
+
+
+def test_drift_when_items_come_from_another_domain(tmp_path):
+    import pytest
+
+    from evals.drift import detect_drift
+    from tests.conftest import DATASETS
+
+    movies = DATASETS / "sst2" / "items.csv"
+    if not movies.exists():
+        pytest.skip(f"{movies} is absent")
+    ws = _example_workspace(tmp_path)
+    lines = movies.read_text().splitlines()[1:121]  # movie-review sentences: another domain
+    import_items(ws, write_file(tmp_path / "movies.csv", "id,text\n" + "\n".join(lines) + "\n"))
+    result = detect_drift(ws, seed=0)
+    assert result["drift"] is True and result["auc"] > 0.6, result  # new items: 77 reviews and 120 movie lines
+    movie_ids = {line.split(",", 1)[0] for line in lines}
+    assert set(result["propose_for_gold"]) <= movie_ids  # the proposals come from where the data differ
+    shown = labeler("metrics", "-p", tmp_path / "example")
+    assert "drift: new items differ from the gold set" in shown.stderr
