@@ -26,6 +26,8 @@ import_app = typer.Typer(help="Import items or gold labels from CSV or JSONL.", 
 app.add_typer(import_app, name="import")
 prompt_app = typer.Typer(help="Prompt versions compiled from the guideline.", no_args_is_help=True)
 app.add_typer(prompt_app, name="prompt")
+guideline_app = typer.Typer(help="The annotation guideline.", no_args_is_help=True)
+app.add_typer(guideline_app, name="guideline")
 
 err = Console(stderr=True)
 out = Console()
@@ -458,6 +460,22 @@ def metrics(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     if data["drift"].get("drift") is False:
         out.print(f"no drift between gold and new items (p = {data['drift']['p_value']})")
     _print_drift(data["drift"])
+
+
+@command(guideline_app, "suggest")
+def guideline_suggest(
+    project: ProjectOpt = None,
+    per_pair: Annotated[int, typer.Option(help="Examples per label pair.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Items reviewers overturned, grouped by label pair, as Markdown examples for the guideline."""
+    from evals.disagreements import overturned, suggest_markdown
+
+    groups = overturned(open_workspace(project))
+    if as_json:
+        emit([{"machine": m, "human": h, "items": items} for (m, h), items in groups.items()])
+        return
+    print(suggest_markdown(groups, per_pair), end="")
 
 
 # --- aggregation --------------------------------------------------------------------------

@@ -92,20 +92,31 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
-def test_html_report_renders_its_plots_in_a_real_browser(tmp_path):
+def test_eval_of_two_prompt_versions_on_the_example_writes_a_report_that_renders(tmp_path):
+    """The example project, the embedded model, the guideline edited into v2; the report opened in Chromium."""
     import os
 
     import pytest
 
+    from labeler import local_llm
+
     playwright = pytest.importorskip("playwright.sync_api", reason="install the `browser` extra")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
-    from evals.report import write_report
-
-    with LLMServer() as server:
-        ws, _ = _project(tmp_path, server, [("good", "ok"), ("bad", "noisy-0.3")])
-        report = evaluate(ws)
-    path = write_report(report, tmp_path / "report.html")
+    if not local_llm.available():
+        pytest.skip("the local model's extra is not installed")
+    ws = _example_workspace(tmp_path)
+    root = ws.project.root
+    labeler("prompt", "list", "-p", root)  # registers v1
+    guideline = root / "guidelines.md"
+    guideline.write_text(guideline.read_text().replace(
+        "## Rules\n", "## Rules\n\n- A review that only complains about delivery is still negative.\n"))
+    path = tmp_path / "report.html"
+    result = json.loads(labeler("eval", "-a", "gemma", "--prompt", "v1", "--prompt", "v2", "--report", path,
+                                "--json", "-p", root).stdout)
+    assert set(result["entries"]) == {"gemma@v1", "gemma@v2"}
+    assert result["comparisons"][0]["a"] == "gemma@v1" and result["comparisons"][0]["b"] == "gemma@v2"
+    assert all(e["accuracy"] > 0.6 and e["confidence"]["auroc"] is not None for e in result["entries"].values())
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -113,9 +124,8 @@ def test_html_report_renders_its_plots_in_a_real_browser(tmp_path):
         page.goto(path.as_uri())
         widths = page.eval_on_selector_all(".plots img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
         assert len(widths) == 4 and all(w > 100 for w in widths)  # coverage, reliability, two confusion matrices
-        assert "bad@v1" in page.inner_text("#entries")
-        data = json.loads(page.inner_text("#data"))
-        assert data["entries"]["good@v1"]["accuracy"] == 1.0
+        assert "gemma@v2" in page.inner_text("#entries")
+        assert json.loads(page.inner_text("#data"))["gold_items"] == 155
         page.screenshot(path=str(ARTIFACTS / "eval-report.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "eval-report.png").stat().st_size > 10_000
@@ -198,3 +208,26 @@ def test_drift_when_items_come_from_another_domain(tmp_path):
     assert set(result["propose_for_gold"]) <= movie_ids  # the proposals come from where the data differ
     shown = labeler("metrics", "-p", tmp_path / "example")
     assert "drift: new items differ from the gold set" in shown.stderr
+
+
+def test_guideline_suggestions_from_overturned_items(tmp_path):
+    from sqlalchemy import select as sa_select
+
+    from evals.disagreements import overturned, suggest_markdown
+    from labeler import models
+    from prompts.annotators import build_askers
+    from routing.flow import run_project
+
+    with LLMServer() as server:
+        ws, root = _project(tmp_path, server, [("good", "ok")])
+        import_items(ws, write_file(tmp_path / "new.csv", "id,text\nn1,item n1 is positive\nn2,item n2 is negative\n"))
+        run_project(ws, build_askers(ws)[0])
+    with ws.session() as s:  # what the review UI does when a reviewer overturns the machine
+        ids = dict(s.execute(sa_select(models.Item.external_id, models.Item.id)).all())
+        for external_id, label in (("n1", "neutral"), ("n2", "negative")):
+            s.merge(models.Decision(item_id=ids[external_id], label=label, state=models.State.confirmed, method="review"))
+    groups = overturned(ws)
+    assert list(groups) == [("positive", "neutral")] and groups[("positive", "neutral")][0]["id"] == "n1"
+    markdown = suggest_markdown(groups)
+    assert "### neutral" in markdown and "- item n1 is positive" in markdown
+    assert labeler("guideline", "suggest", "-p", root).stdout == markdown
