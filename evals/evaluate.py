@@ -9,13 +9,13 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import select
 
+from evals.compare import compare
+from evals.metrics import classification, confidence_quality, percentiles
 from labeler import models
 from labeler.config import LLMAnnotator, LocalAnnotator, RecordedAnnotator
 from labeler.errors import LabelerError
 from labeler.runner import run_askers
 from labeler.workspace import Workspace
-from evals.compare import compare
-from evals.metrics import classification, confidence_quality, percentiles
 from prompts.annotators import build_asker, ordered
 
 

@@ -7,11 +7,11 @@ from collections import defaultdict
 import numpy as np
 from sqlalchemy import func, select
 
+from evals.agreement import fleiss_kappa, krippendorff_alpha
+from evals.drift import detect_drift
 from labeler import models
 from labeler.exporting import project_status
 from labeler.workspace import Workspace
-from evals.agreement import fleiss_kappa, krippendorff_alpha
-from evals.drift import detect_drift
 
 DONE = ("auto", "confirmed", "gold")
 

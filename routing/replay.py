@@ -15,6 +15,7 @@ import numpy as np
 
 from routing.cascade import fit_cascade, stage_scores
 
+
 def replay(records: list[tuple], gold: dict, target: float, confidence: float = 0.9, seed: int = 0) -> dict:
     """`records`: (task, worker, label); `gold`: task -> label. Returns the replay's figures."""
     started = time.perf_counter()

@@ -1,7 +1,5 @@
 """Annotators through litellm over real HTTP to a local OpenAI-compatible server."""
 
-import asyncio
-import json
 import os
 import signal
 import subprocess

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 from scipy.stats import binomtest
 
 from routing.calibration import Calibrator, choose_threshold, clopper_pearson_lower, start_n

@@ -5,7 +5,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from labeler.errors import LabelerError
-from labeler.store import database_url, make_engine, normalise_url, open_store, redacted, upgrade
+from labeler.store import database_url, normalise_url, open_store, redacted, upgrade
 
 
 def test_migrations_build_the_whole_schema_from_empty(store_url):

@@ -1,13 +1,12 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24
 """
-from alembic import op
 import sqlalchemy as sa
 import sqlmodel
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
@@ -16,7 +15,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    
+
     op.create_table('project',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
@@ -164,11 +163,11 @@ def upgrade() -> None:
         batch_op.create_index('ix_vote_annotator_item', ['annotator_id', 'item_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_vote_item_id'), ['item_id'], unique=False)
 
-    
+
 
 
 def downgrade() -> None:
-    
+
     with op.batch_alter_table('vote', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_vote_item_id'))
         batch_op.drop_index('ix_vote_annotator_item')
@@ -212,4 +211,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_project_name'))
 
     op.drop_table('project')
-    
+
