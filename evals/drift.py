@@ -19,6 +19,13 @@ from labeler.workspace import Workspace
 
 ALPHA = 0.01
 MIN_ITEMS = 20
+SAMPLE = 5000  # items per side at most: the test needs no more, and a run should not wait for it
+
+
+def _sample(rows: list, rng) -> list:
+    if len(rows) <= SAMPLE:
+        return rows
+    return [rows[i] for i in sorted(rng.choice(len(rows), size=SAMPLE, replace=False))]
 
 
 def two_sample_test(reference: list[str], new: list[str], seed: int = 0) -> dict:
@@ -53,8 +60,9 @@ def detect_drift(ws: Workspace, seed: int = 0, propose: int = 10) -> dict:
             .where(Item.project_id == ws.project_id).order_by(Item.id)
         ).all()
     fields = ws.config.fields
-    gold = [r for r in rows if r[2] is not None]
-    new = [r for r in rows if r[2] is None]
+    rng = np.random.default_rng(seed)
+    gold = _sample([r for r in rows if r[2] is not None], rng)
+    new = _sample([r for r in rows if r[2] is None], rng)
     if len(gold) < MIN_ITEMS or len(new) < MIN_ITEMS:
         return {"drift": None, "reason": f"needs {MIN_ITEMS} gold and {MIN_ITEMS} new items", "gold_items": len(gold), "new_items": len(new)}
     test = two_sample_test([item_text(r[1], fields) for r in gold], [item_text(r[1], fields) for r in new], seed)
