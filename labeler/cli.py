@@ -17,7 +17,7 @@ from rich.table import Table
 
 from labeler import exporting, importing, scaffold
 from labeler.errors import LabelerError
-from labeler.models import Split
+from labeler.models import Role, Split
 from labeler.workspace import Workspace, open_workspace
 
 app = typer.Typer(help="LLM-assisted labeling with measured quality and human fallback.", no_args_is_help=True)
@@ -27,6 +27,8 @@ prompt_app = typer.Typer(help="Prompt versions compiled from the guideline.", no
 app.add_typer(prompt_app, name="prompt")
 guideline_app = typer.Typer(help="The annotation guideline.", no_args_is_help=True)
 app.add_typer(guideline_app, name="guideline")
+user_app = typer.Typer(help="Reviewers, experts, managers and admins.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 
 err = Console(stderr=True)
 out = Console()
@@ -475,6 +477,29 @@ def guideline_suggest(
         emit([{"machine": m, "human": h, "items": items} for (m, h), items in groups.items()])
         return
     print(suggest_markdown(groups, per_pair), end="")
+
+
+@command(user_app, "add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="The user's name (their login).")],
+    role: Annotated[Role, typer.Option(help="admin, manager, reviewer or expert.")] = Role.reviewer,
+    token: Annotated[bool, typer.Option("--token", help="Make an API token (printed once) instead of asking a password.")] = False,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Create a user: a password is prompted (or read from stdin), or an API token is printed."""
+    from labeler.users import add_user
+
+    ws = open_workspace(project)
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif not token:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    made = add_user(ws.engine, name, role, password, with_token=token)
+    err.print(f"Created {role.value} {name}")
+    if made:
+        print(made)
 
 
 # --- aggregation --------------------------------------------------------------------------

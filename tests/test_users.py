@@ -1,0 +1,47 @@
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from labeler import models
+from labeler.errors import LabelerError
+from labeler.users import add_user, authenticate, hash_password, user_for_token, verify_password
+from tests.test_cli import labeler
+
+
+def test_password_hashes_are_salted_and_verify():
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second and first.startswith("scrypt$")
+    assert verify_password("correct horse", first) and not verify_password("wrong horse", first)
+    assert not verify_password("anything", None)
+
+
+def test_users_log_in_by_password_or_token(ws):
+    add_user(ws.engine, "ann", models.Role.reviewer, password="s3cret-pass")
+    token = add_user(ws.engine, "bot", models.Role.manager, with_token=True)
+    assert authenticate(ws.engine, "ann", "s3cret-pass").role == models.Role.reviewer
+    assert authenticate(ws.engine, "ann", "nope-nope") is None and authenticate(ws.engine, "zed", "s3cret-pass") is None
+    assert user_for_token(ws.engine, token).name == "bot" and user_for_token(ws.engine, token + "x") is None
+    with ws.session() as s:
+        stored = s.scalars(select(models.User)).all()
+    assert all(token not in (u.token_hash or "") and "s3cret-pass" not in (u.password_hash or "") for u in stored)
+    with pytest.raises(LabelerError, match="exists"):
+        add_user(ws.engine, "ann", models.Role.expert, password="another-pass")
+    with pytest.raises(LabelerError, match="at least 8"):
+        add_user(ws.engine, "bob", models.Role.expert, password="short")
+
+
+def test_user_add_command(tmp_path):
+    root = tmp_path / "p"
+    labeler("init", root)
+    made = labeler("user", "add", "bot", "--role", "manager", "--token", "-p", root)
+    token = made.stdout.strip()
+    assert len(token) > 30 and "Created manager bot" in made.stderr
+    result = subprocess.run([sys.executable, "-m", "labeler.cli", "user", "add", "ann", "--password-stdin", "-p", str(root)],
+                            input="long-enough-pass\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Created reviewer ann" in result.stderr
+    stored = b"".join(f.read_bytes() for f in root.glob("labeler.db*"))
+    assert stored and token.encode() not in stored
+    bad = labeler("user", "add", "ann", "--token", "-p", root, check=False)
+    assert bad.returncode == 1 and "exists" in bad.stderr
