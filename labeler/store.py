@@ -114,3 +114,24 @@ def insert_new(session, model, rows: list[dict]) -> None:
     """Insert rows, skipping any that collide with a unique key (idempotent writes)."""
     if rows:
         session.execute(_insert(session, model).on_conflict_do_nothing(), rows)
+
+
+@contextmanager
+def write_transaction(engine: Engine):
+    """A transaction for check-then-write work that must not interleave.
+
+    SQLite: BEGIN IMMEDIATE takes the single write lock at the start, so two such transactions
+    run one after the other. PostgreSQL: a plain transaction; callers lock the rows they decide
+    on (SELECT ... FOR UPDATE SKIP LOCKED)."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            yield connection
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")

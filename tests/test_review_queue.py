@@ -1,0 +1,136 @@
+"""The review queue under concurrency, on SQLite and PostgreSQL."""
+
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from labeler import models
+from labeler.errors import LabelerError
+from labeler.importing import import_items
+from labeler.models import Role, State, utcnow
+from labeler.store import upsert
+from labeler.users import add_user
+from review_ui.queue import expire_leases, lease_next, submit
+from tests.conftest import write_file
+
+
+def needing_review(ws, tmp_path, n):
+    import_items(ws, write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{k},text {k}\n" for k in range(n))))
+    with ws.session() as s:
+        ids = list(s.scalars(select(models.Item.id)))
+        upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.5, "state": State.needs_review,
+                                     "method": "cascade", "details": {}, "updated_at": utcnow()} for i in ids], ["item_id"])
+    return ids
+
+
+def user(ws, name, role=Role.reviewer):
+    add_user(ws.engine, name, role, password="long-password")
+    with ws.session() as s:
+        return s.scalars(select(models.User).where(models.User.name == name)).one()
+
+
+def decision(ws, item_id):
+    with ws.session() as s:
+        return s.get(models.Decision, item_id)
+
+
+def test_agreeing_reviewers_confirm_and_disagreement_escalates_to_experts(ws, tmp_path):
+    ids = needing_review(ws, tmp_path, 2)
+    ann, bob, eve = user(ws, "ann"), user(ws, "bob"), user(ws, "eve", Role.expert)
+    first = lease_next(ws, ann, overlap=2)
+    assert lease_next(ws, ann, overlap=2) == first  # asking again returns the same lease
+    submit(ws, ann, first.item_id, label="negative", client_id="c1", overlap=2)
+    assert decision(ws, first.item_id).state == State.needs_review  # one of two answers
+    again = lease_next(ws, bob, overlap=2)
+    assert again.item_id == first.item_id  # the item closest to done comes first
+    assert submit(ws, bob, again.item_id, label="negative", client_id="c2", overlap=2)["state"] == "confirmed"
+    settled = decision(ws, first.item_id)
+    assert settled.label == "negative" and [d["user"] for d in settled.details["decided_by"]] == ["ann", "bob"]
+    # The other item: they disagree, so it goes to the expert, whose answer settles it.
+    other = lease_next(ws, ann, overlap=2)
+    submit(ws, ann, other.item_id, label="positive", client_id="c3", overlap=2)
+    submit(ws, bob, lease_next(ws, bob, overlap=2).item_id, label="negative", client_id="c4", overlap=2)
+    assert decision(ws, other.item_id).state == State.escalated
+    assert lease_next(ws, ann, overlap=2) is None  # reviewers do not see escalated items
+    expert = lease_next(ws, eve, overlap=2)
+    assert expert.item_id == other.item_id
+    assert submit(ws, eve, expert.item_id, label="neutral", client_id="c5")["state"] == "confirmed"
+    assert decision(ws, other.item_id).label == "neutral"
+    assert set(ids) == {first.item_id, other.item_id}
+
+
+def test_retried_submissions_count_once_and_i_dont_know_needs_a_reason(ws, tmp_path):
+    needing_review(ws, tmp_path, 1)
+    ann = user(ws, "ann")
+    lease = lease_next(ws, ann)
+    with pytest.raises(LabelerError, match="needs a reason"):
+        submit(ws, ann, lease.item_id, label=None, client_id="x1")
+    with pytest.raises(LabelerError, match="unknown label"):
+        submit(ws, ann, lease.item_id, label="great", client_id="x1")
+    first = submit(ws, ann, lease.item_id, label=None, reason="not about a product", client_id="x1")
+    assert first["state"] == "escalated"  # "I don't know" goes to the experts
+    assert submit(ws, ann, lease.item_id, label=None, reason="not about a product", client_id="x1")["status"] == "duplicate"
+    with ws.session() as s:
+        assert s.scalar(select(models.ReviewTask.reason)) == "not about a product"
+        assert len(s.scalars(select(models.ReviewTask)).all()) == 1
+
+
+def test_expired_leases_return_items_to_the_queue(ws, tmp_path):
+    needing_review(ws, tmp_path, 1)
+    ann, bob = user(ws, "ann"), user(ws, "bob")
+    lease = lease_next(ws, ann)
+    assert lease_next(ws, bob) is None  # overlap 1: leased to ann
+    with ws.session() as s:
+        s.execute(update(models.ReviewTask).values(expires_at=utcnow() - timedelta(minutes=1)))
+    assert lease_next(ws, bob).item_id == lease.item_id
+    assert expire_leases(ws) == 1  # ann's stale lease
+
+
+def test_twenty_concurrent_reviewers_never_exceed_the_overlap(ws, tmp_path):
+    overlap, n_items = 2, 60
+    needing_review(ws, tmp_path, n_items)
+    reviewers = [user(ws, f"r{k}") for k in range(20)]
+    errors, submitted = [], Counter()
+
+    def open_for(reviewer):
+        with ws.session() as s:
+            done = set(s.scalars(select(models.ReviewTask.item_id).where(models.ReviewTask.user_id == reviewer.id)))
+            waiting = set(s.scalars(select(models.Decision.item_id).where(models.Decision.state == State.needs_review)))
+        return bool(waiting - done)
+
+    def work(reviewer):
+        try:
+            while True:
+                lease = lease_next(ws, reviewer, overlap=overlap)
+                if lease is None:
+                    # PostgreSQL skips rows other reviewers hold locked: "nothing now" is not "nothing left".
+                    if open_for(reviewer):
+                        time.sleep(0.01)
+                        continue
+                    return
+                client_id = uuid.uuid4().hex
+                for _ in range(2):  # a retried submit must count once
+                    submit(ws, reviewer, lease.item_id, label="positive", client_id=client_id, overlap=overlap)
+                submitted[lease.item_id] += 1
+        except Exception as exc:  # surfaced below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(r,)) for r in reviewers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    with ws.session() as s:
+        tasks = s.scalars(select(models.ReviewTask)).all()
+        states = Counter(d.state for d in s.scalars(select(models.Decision)))
+    per_item = Counter(t.item_id for t in tasks)
+    assert set(per_item.values()) == {overlap}  # every item exactly `overlap` reviews, never more
+    assert len({(t.item_id, t.user_id) for t in tasks}) == len(tasks)  # nobody reviewed an item twice
+    assert all(t.submitted_at is not None for t in tasks) and sum(submitted.values()) == n_items * overlap
+    assert states == {State.confirmed: n_items}
