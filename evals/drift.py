@@ -3,14 +3,14 @@
 A classifier two-sample test on text features: a model learns to tell gold items from new ones
 on half of them and scores the other half; if the two sets were alike, its scores could not
 separate them (a one-sided Mann-Whitney test on the held-out scores). Alongside: the shift in
-predicted labels (chi-square against gold's label mix) and in confidence (Kolmogorov-Smirnov).
+predicted labels (chi-square against gold's label mix), and the new items' mean confidence.
 The new items that look least like gold are proposed for gold: the guarantee needs them.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import chi2_contingency, ks_2samp, mannwhitneyu
+from scipy.stats import chi2_contingency, mannwhitneyu
 from sqlalchemy import select
 
 from labeler import models
@@ -86,10 +86,3 @@ def detect_drift(ws: Workspace, seed: int = 0, propose: int = 10) -> dict:
         "new_confidence_mean": round(float(np.mean(confidences)), 4) if confidences else None,
         "propose_for_gold": [new[i][0] for i in order],
     }
-
-
-def confidence_shift(reference: list[float], new: list[float]) -> float | None:
-    """Kolmogorov-Smirnov p-value between two confidence samples."""
-    if len(reference) < 2 or len(new) < 2:
-        return None
-    return float(ks_2samp(reference, new).pvalue)

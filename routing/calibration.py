@@ -1,13 +1,13 @@
-"""Calibration on gold and confidence thresholds with a finite-sample guarantee.
+"""Calibration on gold and acceptance levels with a finite-sample guarantee.
 
-The guarantee: with probability at least `confidence` over the draw of the calibration gold,
-every (stage, label) acceptance rule accepts items whose accuracy is at least
-`target_accuracy`, for items drawn from the same distribution as the gold. Thresholds are
-chosen by fixed-sequence testing (Learn-then-Test): candidate thresholds are tested from the
-strictest to the loosest with a one-sided Clopper-Pearson bound, stopping at the first that
-fails, so no correction is needed along the sequence; a Bonferroni split of the error budget
-covers the labels and cascade stages. It does not hold when the gold is not representative
-of the new items (picked differently, or the data drifted since).
+The guarantee: with probability at least `confidence` over the draw of the gold that tests
+it, the items a level accepts have accuracy at least `target_accuracy`, for items drawn from
+the same distribution as the gold. Levels are chosen by fixed-sequence testing
+(Learn-then-Test): candidates are tested from the strictest to the loosest with a one-sided
+Clopper-Pearson bound, stopping at the first that fails, so no correction is needed along a
+sequence; two sequences with different starting points share the error budget (Bonferroni).
+It does not hold when the gold is not representative of the new items (picked differently,
+or the data drifted since).
 """
 
 from __future__ import annotations
@@ -70,19 +70,6 @@ def fixed_sequence(evaluate, available: int, target: float, delta: float) -> tup
             if level < best:
                 best, best_bound = float(level), bound
     return best, best_bound
-
-
-def choose_threshold(scores: np.ndarray, correct: np.ndarray, target: float, delta: float) -> float:
-    """The loosest threshold on `scores` whose accepted items pass the accuracy test; inf if none."""
-    scores, correct = np.asarray(scores, float), np.asarray(correct, bool)
-    order = np.argsort(-scores)
-    sorted_scores, cum_right = scores[order], np.concatenate([[0], np.cumsum(correct[order])])
-
-    def evaluate(tau):
-        n = int(np.searchsorted(-sorted_scores, -tau, side="right"))  # items with score >= tau
-        return n, int(cum_right[n])
-
-    return fixed_sequence(evaluate, len(scores), target, delta)[0]
 
 
 class Calibrator:

@@ -3,7 +3,7 @@ import json
 import numpy as np
 from scipy.stats import binomtest
 
-from routing.calibration import Calibrator, choose_threshold, clopper_pearson_lower, start_n
+from routing.calibration import Calibrator, clopper_pearson_lower, start_n
 from routing.cascade import CascadePolicy, StageScores
 from routing.replay import replay
 from tests.conftest import DATASETS, needs_datasets
@@ -24,17 +24,26 @@ def test_start_depends_on_counts_only_and_allows_slack():
     assert start_n(0.95, 0.1, 30, errors=3) == 45  # too few items to tolerate errors: the bare minimum
 
 
-def test_threshold_refuses_confident_but_wrong_scores():
+def _one_stage_level(scores, correct, target=0.95, confidence=0.9):
+    """The level a one-stage cascade picks when `correct` says which predictions (label 1) are right."""
+    scores, correct = np.asarray(scores, float), np.asarray(correct, bool)
+    n = len(scores)
+    truth = np.where(correct, 1, 0)
+    stage = StageScores(np.ones(n, int), scores, np.ones(n, bool))
+    half = np.arange(n) % 2 == 0
+    cut = lambda m: StageScores(stage.predicted[m], stage.score[m], stage.active[m])  # noqa: E731
+    return CascadePolicy([0, 1], target, confidence).fit([cut(half)], truth[half], [cut(~half)], truth[~half]).lambda_
+
+
+def test_level_refuses_confident_but_wrong_scores():
     # Miscalibrated: every score is 0.99 but only 85% are right. Nothing may be accepted at 0.95.
     rng = np.random.default_rng(0)
-    scores = np.full(500, 0.99)
-    correct = rng.random(500) < 0.85
-    assert choose_threshold(scores, correct, 0.95, 0.1) == np.inf
-    # Informative scores: the high ones are right; a threshold is found and it is above the noise.
-    scores = np.concatenate([rng.uniform(0.9, 1.0, 400), rng.uniform(0.5, 0.9, 400)])
-    correct = np.concatenate([rng.random(400) < 0.99, rng.random(400) < 0.6])
-    tau = choose_threshold(scores, correct, 0.95, 0.1)
-    assert 0.85 <= tau <= 0.95
+    assert _one_stage_level(np.full(1000, 0.99), rng.random(1000) < 0.85) == np.inf
+    # Informative scores: the high ones are right; a level is found, above the noise.
+    scores = np.concatenate([rng.uniform(0.9, 1.0, 800), rng.uniform(0.5, 0.9, 800)])
+    correct = np.concatenate([rng.random(800) < 0.99, rng.random(800) < 0.6])
+    order = rng.permutation(1600)
+    assert 0.85 <= _one_stage_level(scores[order], correct[order]) <= 0.95
 
 
 def test_platt_calibration_is_monotone_and_recovers_the_rate():
