@@ -81,6 +81,15 @@ def read_rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[in
         raise LabelerError(f"{path}: unknown format {suffix!r}; use .csv or .jsonl")
 
 
+def read_columns(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """(line, values) of the named columns, each required to be non-empty (crowd and gold tables)."""
+    for line, row in read_rows(Path(path)):
+        values = tuple(str(row.get(k, "")).strip() for k in columns)
+        if not all(values):
+            raise LabelerError(f"{path}: line {line}: expected {', '.join(columns[:-1])} and {columns[-1]}")
+        yield line, values
+
+
 def _read_csv(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as raw:
         reader = csv.reader(_decoded_lines(path, raw, progress))

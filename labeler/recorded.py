@@ -10,7 +10,7 @@ from sqlalchemy import select
 from labeler import models
 from labeler.config import RecordedAnnotator
 from labeler.errors import LabelerError
-from labeler.importing import read_rows
+from labeler.importing import read_columns
 from labeler.models import utcnow
 from labeler.store import insert_new
 from labeler.workspace import Workspace
@@ -26,10 +26,7 @@ def load_recorded(ws: Workspace, config: RecordedAnnotator) -> dict[str, int]:
             for a in s.scalars(select(models.Annotator).where(models.Annotator.project_id == ws.project_id, models.Annotator.kind == "recorded"))
         }
         votes, unknown_items = [], 0
-        for line, row in read_rows(path):
-            task, worker, label = (str(row.get(k, "")).strip() for k in ("task", "worker", "label"))
-            if not (task and worker and label):
-                raise LabelerError(f"{path}: line {line}: expected task, worker and label")
+        for line, (task, worker, label) in read_columns(path, ("task", "worker", "label")):
             if label not in labels:
                 raise LabelerError(f"{path}: line {line}: unknown label {label!r}")
             if task not in items:

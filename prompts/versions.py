@@ -66,13 +66,13 @@ def resolve(ws: Workspace, name: str | None = None) -> CompiledPrompt:
     if name is None:
         return register(ws, current_spec(ws))
     row = _by_name(ws, name)
-    if row is None:  # the guideline may have changed since the last command: its version is the newest
-        current = register(ws, current_spec(ws))
-        if current.name == name:
-            return current
-    if row is None:
+    if row is not None:
+        return CompiledPrompt(PromptSpec.from_dict(row.spec), row.name)
+    # The guideline may have changed since the last command: its version is the newest name.
+    current = register(ws, current_spec(ws))
+    if current.name != name:
         raise LabelerError(f"no prompt version {name!r}; `labeler prompt list` shows them")
-    return CompiledPrompt(PromptSpec.from_dict(row.spec), row.name)
+    return current
 
 
 def _by_name(ws: Workspace, name: str):

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from labeler.errors import LabelerError
-from labeler.importing import read_rows
+from labeler.importing import read_columns
 from routing.dawid_skene import DawidSkene
 from routing.majority_vote import MajorityVote
 from routing.one_coin import OneCoin
@@ -17,23 +17,11 @@ METHODS = {"mv": MajorityVote, "wmv": WeightedMajorityVote, "ds": DawidSkene, "o
 
 
 def read_votes(path: Path) -> list[tuple[str, str, str]]:
-    records = []
-    for line, row in read_rows(Path(path)):
-        values = tuple(str(row.get(k, "")).strip() for k in ("task", "worker", "label"))
-        if not all(values):
-            raise LabelerError(f"{path}: line {line}: expected task, worker and label")
-        records.append(values)
-    return records
+    return [values for _, values in read_columns(path, ("task", "worker", "label"))]
 
 
 def read_gold(path: Path) -> dict[str, str]:
-    gold = {}
-    for line, row in read_rows(Path(path)):
-        task, label = (str(row.get(k, "")).strip() for k in ("task", "label"))
-        if not (task and label):
-            raise LabelerError(f"{path}: line {line}: expected task and label")
-        gold[task] = label
-    return gold
+    return dict(values for _, values in read_columns(path, ("task", "label")))
 
 
 def aggregate_file(votes_path: Path, method: str, gold_path: Path | None = None) -> dict:

@@ -27,7 +27,16 @@ from labeler.recorded import load_recorded
 from labeler.runner import run_askers
 from labeler.store import upsert
 from labeler.workspace import Workspace
-from routing.project import ProjectPolicy, Stage, fit_policy, gold_of, honeypot_check, load_votes, posteriors
+from routing.project import (
+    ProjectPolicy,
+    Stage,
+    fit_policy,
+    gold_of,
+    honeypot_check,
+    honeypots,
+    load_votes,
+    posteriors,
+)
 
 SETTLED = (State.gold, State.confirmed, State.escalated)
 HONEYPOT_SHARE = 0.05  # honeypots per stage, as a share of the items asked (at least MIN_HONEYPOTS)
@@ -55,12 +64,11 @@ def stages_of(askers: list) -> list[Stage]:
     return [Stage(a.name, a.annotator_id, a.version) for a in askers]
 
 
-def unseen_honeypots(ws: Workspace, stage: Stage, count: int, seed: int) -> list[int]:
-    gold = [i for i, g in gold_of(ws).items() if g[1] == models.Split.honeypot]
+def unseen_honeypots(ws: Workspace, stage: Stage, gold: dict, count: int, seed: int) -> list[int]:
     with ws.session() as s:
         seen = set(s.scalars(select(models.Vote.item_id).where(
             models.Vote.annotator_id == stage.annotator_id, models.Vote.version == stage.version)))
-    fresh = sorted(set(gold) - seen)
+    fresh = sorted(set(honeypots(gold)) - seen)
     random.Random(seed).shuffle(fresh)
     return fresh[:count]
 
@@ -89,15 +97,15 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer)) if asker_list else []
 
     reports = {r.name: r for r in ask(askers, calibration)}
-    policy = fit_policy(ws, stages)
+    policy = fit_policy(ws, stages, gold=gold)
     open_items, accepted, bad_days, honeypots = list(todo), {}, {}, {}
     for s, asker in enumerate(askers):
         if not open_items:
             break
-        hp = unseen_honeypots(ws, stages[s], max(MIN_HONEYPOTS, int(HONEYPOT_SHARE * len(open_items))), run_id)
+        hp = unseen_honeypots(ws, stages[s], gold, max(MIN_HONEYPOTS, int(HONEYPOT_SHARE * len(open_items))), run_id)
         for r in ask([asker], open_items + hp):
             _merge(reports, r)
-        check = honeypot_check(ws, policy, s, run_id)
+        check = honeypot_check(ws, policy, s, run_id, gold)
         if check:
             honeypots[asker.name] = check
             if check.get("bad_day"):
@@ -119,7 +127,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         "policy": policy.summary(),
         "honeypots": honeypots,
         "bad_day": sorted(bad_days),
-        "guideline_suspects": guideline_suspects(ws, stages, run_id),
+        "guideline_suspects": guideline_suspects(ws, stages, run_id, gold),
         "decisions": decisions,
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -176,9 +184,9 @@ def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | 
     return best, round(labels.count(best) / len(labels), 6)
 
 
-def guideline_suspects(ws: Workspace, stages: list[Stage], run_id: int) -> list[str]:
+def guideline_suspects(ws: Workspace, stages: list[Stage], run_id: int, gold: dict) -> list[str]:
     """Honeypots that every annotator got wrong in this run: likely a guideline problem."""
-    gold = {i: g[0] for i, g in gold_of(ws).items() if g[1] == models.Split.honeypot}
+    gold = honeypots(gold)
     if len(stages) < 2:
         return []
     votes = load_votes(ws, stages, list(gold))

@@ -113,9 +113,10 @@ def ordered_votes(policy: ProjectPolicy, votes: dict, item_ids: list[int], upto:
     return ordered
 
 
-def fit_policy(ws: Workspace, stages: list[Stage], seed: int = 0) -> ProjectPolicy:
+def fit_policy(ws: Workspace, stages: list[Stage], seed: int = 0, gold: dict | None = None) -> ProjectPolicy:
+    """`gold`: gold_of(ws), when the caller has it already."""
     labels = ws.config.label_names
-    gold = {i: g for i, g in gold_of(ws).items() if g[1] == models.Split.calibration}
+    gold = {i: g for i, g in (gold if gold is not None else gold_of(ws)).items() if g[1] == models.Split.calibration}
     votes = load_votes(ws, stages, list(gold))
     calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
     result = ProjectPolicy(stages, labels, bands={})
@@ -147,10 +148,15 @@ def posteriors(policy: ProjectPolicy, votes: dict, item_ids: list[int], stage: i
     return stage_scores(policy.model, item_ids, ordered, stage + 1, len(policy.label_names))[-1]
 
 
-def honeypot_check(ws: Workspace, policy: ProjectPolicy, stage: int, run_id: int) -> dict | None:
+def honeypots(gold: dict) -> dict[int, str]:
+    """Honeypot item -> gold label, from gold_of()."""
+    return {i: g[0] for i, g in gold.items() if g[1] == models.Split.honeypot}
+
+
+def honeypot_check(ws: Workspace, policy: ProjectPolicy, stage: int, run_id: int, gold: dict) -> dict | None:
     """This run's honeypot votes of one stage's annotator against its calibrated accuracy."""
     st = policy.stages[stage]
-    gold = {i: g[0] for i, g in gold_of(ws).items() if g[1] == models.Split.honeypot}
+    gold = honeypots(gold)
     with ws.session() as s:
         rows = s.execute(
             select(models.Vote.item_id, models.Vote.label).where(

@@ -106,3 +106,14 @@ def test_votes_with_probabilities_count_by_them_in_majority_vote():
     assert np.allclose(MajorityVote().fit_predict_proba(table), [[0.65, 0.35]])
     hard = VoteTable.from_records(records, ["x", "y"])
     assert np.allclose(MajorityVote().fit_predict_proba(hard), [[0.5, 0.5]])
+
+
+def test_crowd_tables_with_an_empty_cell_are_refused_with_the_line(tmp_path):
+    from labeler.errors import LabelerError
+
+    votes = write_file(tmp_path / "v.csv", "task,worker,label\n1,a,cat\n2,,dog\n")
+    with pytest.raises(LabelerError, match="line 3: expected task, worker and label"):
+        aggregate_file(votes, "mv")
+    gold = write_file(tmp_path / "g.csv", "task,label\n1,\n")
+    with pytest.raises(LabelerError, match="line 2: expected task and label"):
+        aggregate_file(write_file(tmp_path / "ok.csv", "task,worker,label\n1,a,cat\n"), "mv", gold)
