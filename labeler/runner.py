@@ -17,6 +17,7 @@ from typing import Any, Callable, Protocol
 from sqlalchemy import select
 
 from labeler import models
+from labeler.errors import LabelerError
 from labeler.models import utcnow
 from labeler.store import insert_new
 from labeler.workspace import Workspace
@@ -196,8 +197,6 @@ def _store(ws: Workspace, batch: list, run_id: int | None) -> None:
 
 def find_item(ws: Workspace, external_id: str | None = None) -> ItemRef:
     """An item by its id, or the first item imported."""
-    from labeler.errors import LabelerError
-
     Item = models.Item
     with ws.session() as s:
         query = select(Item.id, Item.external_id, Item.fields, Item.content_hash).where(Item.project_id == ws.project_id)
