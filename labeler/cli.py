@@ -502,6 +502,28 @@ def user_add(
         print(made)
 
 
+@command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for every interface.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    insecure_cookies: Annotated[bool, typer.Option(
+        "--insecure-cookies", help="Send the session cookie over plain HTTP on a non-loopback address (no TLS proxy).")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Open the review UI and its API (log in as a user made by `labeler user add`)."""
+    import uvicorn
+
+    from review_ui.app import create_app
+
+    ws = open_workspace(project)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    # The session cookie travels over HTTPS only, except on loopback (plain HTTP to this machine) or when told.
+    secure = not (loopback or insecure_cookies)
+    err.print(f"Review UI for {ws.config.name} on http://{host}:{port}/ (Ctrl-C stops it)")
+    uvicorn.run(create_app(ws, secure_cookies=secure), host=host, port=port, log_level="warning",
+                proxy_headers=True, server_header=False)
+
+
 # --- aggregation --------------------------------------------------------------------------
 
 

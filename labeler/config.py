@@ -75,6 +75,8 @@ class RoutingConfig(_Strict):
     confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # of the finite-sample accuracy bound
     method: str = "dawid_skene"
     review_overlap: int = Field(default=1, ge=1, le=10)  # reviewers per item
+    review_lease_minutes: float = Field(default=10.0, gt=0)  # a leased item returns to the queue after this
+    review_gold_share: float = Field(default=0.1, ge=0.0, le=0.5)  # hidden gold among a reviewer's items
 
 
 class PromptSettings(_Strict):

@@ -164,3 +164,14 @@ class ResponseCache(SQLModel, table=True):
     key: str = Field(primary_key=True)
     response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who changed what, when: appended by every human write (review answers, undo, gold, users)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
+    action: str  # review.submit, review.undo, gold.add, user.add, ...
+    item_id: int | None = Field(default=None, foreign_key="item.id", index=True)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -10,7 +10,7 @@ import secrets
 
 from sqlalchemy import select
 
-from labeler import models
+from labeler import audit, models
 from labeler.errors import LabelerError
 from labeler.store import session_scope
 
@@ -38,8 +38,11 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(engine, name: str, role: models.Role, password: str | None = None, with_token: bool = False) -> str | None:
-    """Create a user; return the API token when one was asked for (it is not stored, only its digest)."""
+def add_user(engine, name: str, role: models.Role, password: str | None = None, with_token: bool = False,
+             by: int | None = None) -> str | None:
+    """Create a user; return the API token when one was asked for (it is not stored, only its digest).
+
+    `by`: the admin who did it, for the audit log (None: from the command line)."""
     if not name.strip():
         raise LabelerError("a user needs a name")
     if password is None and not with_token:
@@ -50,8 +53,11 @@ def add_user(engine, name: str, role: models.Role, password: str | None = None, 
     with session_scope(engine) as s:
         if s.scalars(select(models.User).where(models.User.name == name)).first():
             raise LabelerError(f"user {name!r} exists")
-        s.add(models.User(name=name, role=role, password_hash=hash_password(password) if password else None,
-                          token_hash=token_digest(token) if token else None))
+        user = models.User(name=name, role=role, password_hash=hash_password(password) if password else None,
+                           token_hash=token_digest(token) if token else None)
+        s.add(user)
+        s.flush()
+        audit.record(s, "user.add", user_id=by, name=name, role=role.value, new_user=user.id)
     return token
 
 

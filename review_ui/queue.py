@@ -1,29 +1,35 @@
-"""The review queue: leases on items, idempotent submissions, and settling an item's reviews.
+"""The review queue: leases on items, idempotent submissions, undo, and settling an item's reviews.
 
 Each item goes to at most `overlap` reviewers (submitted plus leased); leases expire and the
-item returns to the queue; items closest to done come first. A submission carries an id made
-by the client, so a retried submit counts once. When an item has `overlap` answers that agree
-it is confirmed; disagreement or an "I don't know" sends it to the experts; an expert's answer
-settles it.
+item returns to the queue; items closest to done come first. Now and then a reviewer is handed
+a gold item instead, unmarked, to measure them. A submission carries an id made by the client,
+so a retried submit counts once. When an item has `overlap` answers that agree it is confirmed;
+disagreement or an "I don't know" sends it to the experts; an expert's answer settles it.
+Every answer and undo is written to the audit log in the same transaction.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 
-from labeler import models
+from labeler import audit, models
 from labeler.errors import LabelerError
-from labeler.models import Role, State, utcnow
+from labeler.models import Role, Split, State, utcnow
 from labeler.store import write_transaction
 from labeler.workspace import Workspace
 
-LEASE_MINUTES = 10.0
 CANDIDATES = 50  # rows examined (and, on PostgreSQL, locked) per lease attempt
+EXPERTS = (Role.expert, Role.admin)
 
-Task, Decision, Item = models.ReviewTask, models.Decision, models.Item
+Task, Decision, Item, User = models.ReviewTask, models.Decision, models.Item, models.User
+
+
+class Conflict(LabelerError):
+    """The request is valid but the queue's state refuses it (no lease, someone answered after you)."""
 
 
 @dataclass(frozen=True)
@@ -32,19 +38,21 @@ class Lease:
     item_id: int
     external_id: str
     fields: dict
-    expires_at: object
+    expires_at: datetime
 
 
 def _states_for(role: Role) -> list[State]:
-    return [State.escalated, State.needs_review] if role in (Role.expert, Role.admin) else [State.needs_review]
+    return [State.escalated, State.needs_review] if role in EXPERTS else [State.needs_review]
 
 
 def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
-               lease_minutes: float = LEASE_MINUTES) -> Lease | None:
+               lease_minutes: float | None = None, gold_share: float | None = None) -> Lease | None:
     """The user's current lease, or a new one on the open item closest to done; None: nothing to do."""
-    overlap = overlap or ws.config.routing.review_overlap
+    routing = ws.config.routing
+    overlap = overlap or routing.review_overlap
+    expires = utcnow() + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
+    gold_share = routing.review_gold_share if gold_share is None else gold_share
     now = utcnow()
-    live = or_(Task.submitted_at.is_not(None), Task.expires_at > now)
     with write_transaction(ws.engine) as c:
         held = c.execute(
             select(Task.id, Task.item_id, Task.expires_at)
@@ -52,44 +60,65 @@ def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
         ).first()
         if held:
             return _lease(c, *held)
-        taken = select(func.count()).where(Task.item_id == Decision.item_id, live).scalar_subquery()
-        by_expert = (
-            select(func.count()).select_from(Task).join(models.User, models.User.id == Task.user_id)
-            .where(Task.item_id == Decision.item_id, live, models.User.role.in_([Role.expert, Role.admin]))
-            .scalar_subquery()
-        )
-        mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
-        # Reviews up to the overlap on open items; one expert on an escalated item, whoever reviewed it before.
-        open_slot = or_(and_(Decision.state == State.needs_review, taken < overlap),
-                        and_(Decision.state == State.escalated, by_expert == 0))
-        query = (
-            select(Decision.item_id)
-            .join(Item, Item.id == Decision.item_id)
-            .where(Item.project_id == ws.project_id, Decision.state.in_(_states_for(user.role)), ~mine, open_slot)
-            .order_by(taken.desc(), case((Decision.state == State.escalated, 0), else_=1), Decision.item_id)
-            .limit(CANDIDATES)
-        )
-        if c.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=Decision)
-        item_id = None
-        for candidate in c.execute(query).scalars():
-            # Counted again now that the row is ours: the first count read a snapshot taken before
-            # the lock, which may miss a lease another reviewer committed in between (PostgreSQL).
-            if c.execute(select(Decision.item_id).where(Decision.item_id == candidate, open_slot)).first():
-                item_id = candidate
-                break
+        item_id = _open_item(c, ws, user, overlap, now)
         if item_id is None:
             return None
-        expires = now + timedelta(minutes=lease_minutes)
+        if user.role not in EXPERTS and random.random() < gold_share:
+            item_id = _unseen_gold(c, ws, user) or item_id
         task_id = c.execute(
             insert(Task).values(item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires).returning(Task.id)
         ).scalar_one()
         return _lease(c, task_id, item_id, expires)
 
 
-def _lease(c, task_id: int, item_id: int, expires) -> Lease:
+def _open_item(c, ws: Workspace, user: models.User, overlap: int, now: datetime) -> int | None:
+    live = or_(Task.submitted_at.is_not(None), Task.expires_at > now)
+    taken = select(func.count()).where(Task.item_id == Decision.item_id, live).scalar_subquery()
+    # One expert per escalated item, whoever reviewed it before; an expert's "I don't know" frees it.
+    by_expert = (
+        select(func.count()).select_from(Task).join(User, User.id == Task.user_id)
+        .where(Task.item_id == Decision.item_id, live, User.role.in_(EXPERTS),
+               or_(Task.submitted_at.is_(None), Task.label.is_not(None)))
+        .scalar_subquery()
+    )
+    mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
+    open_slot = or_(and_(Decision.state == State.needs_review, taken < overlap),
+                    and_(Decision.state == State.escalated, by_expert == 0))
+    query = (
+        select(Decision.item_id)
+        .join(Item, Item.id == Decision.item_id)
+        .where(Item.project_id == ws.project_id, Decision.state.in_(_states_for(user.role)), ~mine, open_slot)
+        .order_by(taken.desc(), case((Decision.state == State.escalated, 0), else_=1), Decision.item_id)
+        .limit(CANDIDATES)
+    )
+    if c.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=Decision)
+    for candidate in c.execute(query).scalars():
+        # Counted again now that the row is ours: the first count read a snapshot taken before
+        # the lock, which may miss a lease another reviewer committed in between (PostgreSQL).
+        if c.execute(select(Decision.item_id).where(Decision.item_id == candidate, open_slot)).first():
+            return candidate
+    return None
+
+
+def _unseen_gold(c, ws: Workspace, user: models.User) -> int | None:
+    """A gold item (not a few-shot example) this user has never been shown."""
+    seen = select(Task.id).where(Task.item_id == models.GoldLabel.item_id, Task.user_id == user.id).exists()
+    return c.execute(
+        select(models.GoldLabel.item_id).join(Item, Item.id == models.GoldLabel.item_id)
+        .where(Item.project_id == ws.project_id, models.GoldLabel.split != Split.examples, ~seen)
+        .order_by(func.random()).limit(1)
+    ).scalar()
+
+
+def _lease(c, task_id: int, item_id: int, expires: datetime) -> Lease:
     external_id, fields = c.execute(select(Item.external_id, Item.fields).where(Item.id == item_id)).one()
     return Lease(task_id, item_id, external_id, fields, expires)
+
+
+def _lock_decision(c, item_id: int) -> None:
+    if c.dialect.name == "postgresql":  # one settler per item at a time
+        c.execute(select(Decision.item_id).where(Decision.item_id == item_id).with_for_update())
 
 
 def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None, client_id: str,
@@ -99,50 +128,108 @@ def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None,
         raise LabelerError(f"unknown label {label!r}")
     if label is None and not (reason or "").strip():
         raise LabelerError("'I don't know' needs a reason")
+    if not client_id.strip():
+        raise LabelerError("a submission needs a client id")
     overlap = overlap or ws.config.routing.review_overlap
     with write_transaction(ws.engine) as c:
-        if c.dialect.name == "postgresql":  # one settler per item at a time
-            c.execute(select(Decision.item_id).where(Decision.item_id == item_id).with_for_update())
+        _lock_decision(c, item_id)
         done = c.execute(select(Task.id).where(Task.user_id == user.id, Task.client_id == client_id)).first()
         if done:
             return {"status": "duplicate", "task_id": done[0]}
         task = c.execute(
-            select(Task.id).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None))
-            .order_by(Task.id.desc()).limit(1)
+            select(Task.id).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
+                                  Task.expires_at > utcnow()).order_by(Task.id.desc()).limit(1)
         ).first()
-        if task is None:
-            raise LabelerError("no lease on this item: ask for the next item first")
+        if task is None:  # never leased, skipped, or expired (its slot may have gone to someone else)
+            raise Conflict("no live lease on this item: ask for the next item")
         c.execute(update(Task).where(Task.id == task[0]).values(
             submitted_at=utcnow(), client_id=client_id, label=label, reason=reason))
-        state = _settle(c, item_id, user, overlap)
+        state = _settle(c, item_id, overlap)
+        audit.record(c, "review.submit", user_id=user.id, item_id=item_id, label=label, reason=reason, state=state)
         return {"status": "recorded", "task_id": task[0], "state": state}
 
 
-def _settle(c, item_id: int, user: models.User, overlap: int) -> str:
+def skip(ws: Workspace, user: models.User, item_id: int) -> None:
+    """Give the lease back now; the item stays out of this user's queue until the lease is swept."""
+    with write_transaction(ws.engine) as c:
+        c.execute(update(Task).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None))
+                  .values(expires_at=utcnow()))
+
+
+def undo(ws: Workspace, user: models.User, *, overlap: int | None = None,
+         lease_minutes: float | None = None) -> Lease:
+    """Take back the user's newest answer and lease its item to them again; their current lease is returned."""
+    overlap = overlap or ws.config.routing.review_overlap
+    expires = utcnow() + timedelta(minutes=lease_minutes or ws.config.routing.review_lease_minutes)
+    with write_transaction(ws.engine) as c:
+        last = c.execute(
+            select(Task.id, Task.item_id, Task.submitted_at, Task.label).join(Item, Item.id == Task.item_id)
+            .where(Task.user_id == user.id, Task.submitted_at.is_not(None), Item.project_id == ws.project_id)
+            .order_by(Task.submitted_at.desc(), Task.id.desc()).limit(1)
+        ).first()
+        if last is None:
+            raise Conflict("nothing to undo")
+        _lock_decision(c, last.item_id)
+        later = c.execute(select(Task.id).where(Task.item_id == last.item_id, Task.id != last.id,
+                                                Task.submitted_at > last.submitted_at)).first()
+        if later:
+            raise Conflict("someone answered this item after you; it can no longer be undone")
+        c.execute(delete(Task).where(Task.user_id == user.id, Task.submitted_at.is_(None)))
+        c.execute(update(Task).where(Task.id == last.id).values(
+            submitted_at=None, client_id=None, label=None, reason=None, leased_at=utcnow(), expires_at=expires))
+        state = _settle(c, last.item_id, overlap)
+        audit.record(c, "review.undo", user_id=user.id, item_id=last.item_id, label=last.label, state=state)
+        return _lease(c, last.id, last.item_id, expires)
+
+
+def _settle(c, item_id: int, overlap: int) -> str:
+    """Set the item's state from all answers submitted so far (also after an undo)."""
+    decision = c.execute(select(Decision).where(Decision.item_id == item_id)).first()
+    if decision is None or decision.state == State.gold:
+        return "gold"  # a hidden gold item: the answer measures the reviewer and settles nothing
+    details = dict(decision.details or {})
+    machine = details.setdefault("machine", {"label": decision.label, "method": decision.method})
     answers = c.execute(
-        select(Task.label, Task.reason, models.User.name, models.User.role)
-        .join(models.User, models.User.id == Task.user_id)
-        .where(Task.item_id == item_id, Task.submitted_at.is_not(None)).order_by(Task.submitted_at)
+        select(Task.label, Task.reason, User.name, User.role).join(User, User.id == Task.user_id)
+        .where(Task.item_id == item_id, Task.submitted_at.is_not(None)).order_by(Task.submitted_at, Task.id)
     ).all()
-    labels = [a.label for a in answers]
-    values: dict = {}
-    if user.role in (Role.expert, Role.admin) and labels[-1] is not None:
-        values = {"label": labels[-1], "state": State.confirmed, "method": "expert"}
-    elif labels[-1] is None or len(set(labels)) > 1:
-        values = {"state": State.escalated, "method": "review"}
-    elif len(labels) >= overlap:
-        values = {"label": labels[0], "state": State.confirmed, "method": "review"}
-    if values:
-        c.execute(update(Decision).where(Decision.item_id == item_id).values(
-            **values, updated_at=utcnow(),
-            details={"decided_by": [{"user": a.name, "role": a.role.value, "label": a.label, "reason": a.reason}
-                                    for a in answers]}))
-        return values["state"].value
-    return c.execute(select(Decision.state).where(Decision.item_id == item_id)).scalar_one().value
+    experts = [a for a in answers if a.role in EXPERTS and a.label is not None]
+    reviews = [a for a in answers if a.role not in EXPERTS]
+    if experts:
+        values = {"label": experts[-1].label, "state": State.confirmed, "method": "expert"}
+    elif any(a.label is None for a in answers) or len({a.label for a in reviews}) > 1:
+        values = {"label": machine["label"], "state": State.escalated, "method": "review"}
+    elif len(reviews) >= overlap:
+        values = {"label": reviews[0].label, "state": State.confirmed, "method": "review"}
+    else:
+        values = {"label": machine["label"], "state": State.needs_review, "method": machine["method"]}
+    details["decided_by"] = [{"user": a.name, "role": a.role.value, "label": a.label, "reason": a.reason}
+                             for a in answers]
+    c.execute(update(Decision).where(Decision.item_id == item_id).values(**values, updated_at=utcnow(), details=details))
+    return values["state"].value
 
 
 def expire_leases(ws: Workspace) -> int:
     """Drop leases past their expiry (they no longer count anyway); returns how many."""
     with write_transaction(ws.engine) as c:
-        return c.execute(models.ReviewTask.__table__.delete().where(
-            and_(Task.submitted_at.is_(None), Task.expires_at <= utcnow()))).rowcount
+        return c.execute(delete(Task).where(Task.submitted_at.is_(None), Task.expires_at <= utcnow())).rowcount
+
+
+def promote_to_gold(ws: Workspace, user: models.User, item_id: int, label: str, split: Split) -> None:
+    """An expert makes an item gold (calibration or honeypot) or a guideline example; it becomes its decision."""
+    if label not in ws.config.label_names:
+        raise LabelerError(f"unknown label {label!r}")
+    with write_transaction(ws.engine) as c:
+        if c.execute(select(Item.id).where(Item.id == item_id, Item.project_id == ws.project_id)).first() is None:
+            raise LabelerError(f"no item {item_id} in this project")
+        before = c.execute(select(models.GoldLabel.label, models.GoldLabel.split)
+                           .where(models.GoldLabel.item_id == item_id)).first()
+        if before:
+            c.execute(update(models.GoldLabel).where(models.GoldLabel.item_id == item_id).values(label=label, split=split))
+        else:
+            c.execute(insert(models.GoldLabel).values(item_id=item_id, label=label, split=split, created_at=utcnow()))
+        values = {"label": label, "confidence": 1.0, "state": State.gold, "method": "gold", "updated_at": utcnow()}
+        if not c.execute(update(Decision).where(Decision.item_id == item_id).values(**values)).rowcount:
+            c.execute(insert(Decision).values(item_id=item_id, details={}, **values))
+        audit.record(c, "gold.add", user_id=user.id, item_id=item_id, label=label, split=split.value,
+                     before=list(before) if before else None)

@@ -1,0 +1,28 @@
+"""The audit log: who changed which label, user or gold item, and when."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+
+from labeler import models
+from labeler.workspace import Workspace
+
+
+def record(connection, action: str, *, user_id: int | None, item_id: int | None = None, **details) -> None:
+    """Append one event inside the caller's transaction, so the change and its record commit together."""
+    connection.execute(insert(models.AuditEvent).values(
+        action=action, user_id=user_id, item_id=item_id, details=details, at=models.utcnow()))
+
+
+def events(ws: Workspace, *, item_id: int | None = None, limit: int = 100) -> list[dict]:
+    """Newest first: the audit events of this project's items (and user changes when no item is given)."""
+    Event, User, Item = models.AuditEvent, models.User, models.Item
+    query = (select(Event, User.name, Item.external_id).outerjoin(User, User.id == Event.user_id)
+             .outerjoin(Item, Item.id == Event.item_id)
+             .where((Item.project_id == ws.project_id) | Event.item_id.is_(None)))
+    if item_id is not None:
+        query = query.where(Event.item_id == item_id)
+    with ws.session() as s:
+        rows = s.execute(query.order_by(Event.id.desc()).limit(limit)).all()
+    return [{"at": e.at.isoformat(), "user": name, "action": e.action, "item": external_id, **e.details}
+            for e, name, external_id in rows]

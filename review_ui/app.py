@@ -1,0 +1,62 @@
+"""The review app: routers per concern, signed session cookies, static files bundled in the package."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from labeler.errors import LabelerError
+from labeler.workspace import Workspace
+from review_ui.queue import Conflict
+from review_ui.routers import items, metrics, pages, queue, users
+
+SECRET_ENV = "LABELER_SESSION_SECRET"
+SESSION_HOURS = 12
+
+
+def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: str | None = None) -> FastAPI:
+    """`secure_cookies`: send the session cookie over HTTPS only (off only for plain HTTP on loopback).
+
+    The cookie-signing secret comes from $LABELER_SESSION_SECRET (give every server process the same
+    one); otherwise a random one per start, which logs everyone out on restart. It is never stored."""
+    app = FastAPI(title=f"labeler review: {ws.config.name}", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.workspace = ws
+    app.add_middleware(SessionMiddleware, secret_key=session_secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32),
+                       session_cookie="labeler_session", max_age=SESSION_HOURS * 3600, same_site="lax",
+                       https_only=secure_cookies)
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    for module in (pages, queue, items, users, metrics):
+        app.include_router(module.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, exc: HTTPException):
+        if exc.status_code == 401 and not request.url.path.startswith("/api/"):
+            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)  # pages send people to log in
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(LabelerError)
+    async def bad_request(request: Request, exc: LabelerError):
+        return JSONResponse({"detail": str(exc)}, status_code=409 if isinstance(exc, Conflict) else 422)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'")
+        return response
+
+    return app

@@ -1,0 +1,89 @@
+"""Server-rendered pages: login, the review screen, the managers' overview."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+
+from evals.project_metrics import project_metrics
+from evals.scorecards import annotator_scorecards, recent_disagreements, reviewer_scorecards
+from labeler import audit, models
+from labeler.users import authenticate
+from labeler.workspace import Workspace
+from review_ui.auth import (
+    EXPERTS,
+    MANAGERS,
+    REVIEWERS,
+    allow,
+    check_csrf,
+    csrf_token,
+    current_user,
+    workspace,
+)
+
+router = APIRouter(tags=["pages"])
+templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")  # autoescapes
+IDK_REASONS = ["Not enough context", "Not about this task", "More than one label fits", "Text unreadable or empty"]
+_markdown = MarkdownIt("commonmark", {"html": False})  # raw HTML in the guideline is shown as text
+
+
+def _home(user: models.User) -> str:
+    return "/review" if user.role in REVIEWERS else "/manage"
+
+
+def _safe_next(target: str | None) -> str | None:
+    # Only paths on this site: "//host" and "https://host" would send a fresh login elsewhere.
+    return target if target and target.startswith("/") and not target.startswith("//") else None
+
+
+@router.get("/", include_in_schema=False)
+def root(user: models.User = Depends(current_user)) -> RedirectResponse:
+    return RedirectResponse(_home(user), status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str | None = None, ws: Workspace = Depends(workspace)):
+    return templates.TemplateResponse(request, "login.html", {"csrf": csrf_token(request), "next": _safe_next(next),
+                                                              "project": ws.config.name, "error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, name: str = Form(...), password: str = Form(...), csrf_token_field: str = Form("", alias="csrf_token"),
+          next: str | None = Form(None), ws: Workspace = Depends(workspace)):
+    check_csrf(request, csrf_token_field)
+    user = authenticate(ws.engine, name, password)
+    if user is None:
+        return templates.TemplateResponse(
+            request, "login.html", {"csrf": csrf_token(request), "next": _safe_next(next), "project": ws.config.name,
+                                    "error": "Wrong name or password."}, status_code=401)
+    request.session.clear()  # a new session on login: no fixation of a pre-login cookie
+    request.session["user_id"] = user.id
+    csrf_token(request)
+    return RedirectResponse(_safe_next(next) or _home(user), status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token_field: str = Form("", alias="csrf_token")) -> RedirectResponse:
+    check_csrf(request, csrf_token_field)  # a form post: the token comes in the form, not a header
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/review", response_class=HTMLResponse)
+def review_page(request: Request, ws: Workspace = Depends(workspace), user: models.User = Depends(allow(*REVIEWERS))):
+    return templates.TemplateResponse(request, "review.html", {
+        "user": user, "expert": user.role in EXPERTS, "csrf": csrf_token(request), "project": ws.config.name,
+        "labels": ws.config.labels, "fields": ws.config.fields, "reasons": IDK_REASONS,
+        "guideline": _markdown.render(ws.project.guidelines_text())})
+
+
+@router.get("/manage", response_class=HTMLResponse)
+def manage_page(request: Request, ws: Workspace = Depends(workspace), user: models.User = Depends(allow(*MANAGERS))):
+    return templates.TemplateResponse(request, "manage.html", {
+        "user": user, "csrf": csrf_token(request), "project": ws.config.name, "metrics": project_metrics(ws),
+        "annotators": annotator_scorecards(ws), "reviewers": reviewer_scorecards(ws),
+        "disagreements": recent_disagreements(ws), "events": audit.events(ws, limit=30)})

@@ -1,0 +1,68 @@
+"""The API's request and response bodies (apart from the tables, as FastAPI's tutorial lays out)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from labeler.models import Role
+
+
+class MachineVote(BaseModel):
+    annotator: str
+    label: str | None  # None: it abstained
+    probability: float | None  # its probability for the label it gave, when it reports one
+    version: str
+
+
+class Card(BaseModel):
+    """One item on the review screen."""
+
+    task_id: int
+    item_id: int
+    external_id: str
+    fields: dict[str, Any]
+    suggestion: str | None  # the machines' best guess, preselected on the screen
+    confidence: float | None  # its calibrated confidence
+    votes: list[MachineVote]
+    answers: list[dict] = []  # reviewers' answers so far: shown to experts only
+    expires_at: str
+
+
+class Next(BaseModel):
+    item: Card | None  # None: nothing left to review
+
+
+class Submission(BaseModel):
+    item_id: int
+    label: str | None = None  # None with a reason: "I don't know"
+    reason: str | None = Field(default=None, max_length=500)
+    client_id: str = Field(min_length=1, max_length=100)  # made by the client: a retried submit counts once
+
+
+class Submitted(BaseModel):
+    status: Literal["recorded", "duplicate"]
+    item: Card | None  # the next item, so saving and moving on is one round trip
+
+
+class Skip(BaseModel):
+    item_id: int
+
+
+class GoldMark(BaseModel):
+    label: str
+    split: Literal["calibration", "honeypot", "examples"] = "calibration"
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    password: str | None = Field(default=None, max_length=1000)
+    token: bool = False
+
+
+class CreatedUser(BaseModel):
+    name: str
+    role: Role
+    token: str | None  # shown once

@@ -1,0 +1,166 @@
+// The review screen: keys first, one round trip per answer (the submit's response carries the next item).
+// Item text is put on the page with textContent only: it is data, never markup.
+(() => {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const expert = $("review").dataset.expert === "true";
+  const labelButtons = [...document.querySelectorAll("button.label")];
+  const idk = $("idk"), help = $("help");
+  const asGold = $("as-gold"), asExample = $("as-example");
+  let current = null, chosen = null, busy = false;
+
+  class ApiError extends Error {}
+
+  function clientId() {  // crypto.randomUUID needs a secure context; this works on plain http too
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function call(method, path, body) {
+    // Network failures are retried with the same body: the client id in it makes a retried submit count once.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const response = await fetch(path, {
+          method, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
+          headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf },
+        });
+        if (response.status === 401) { location.href = "/login?next=/review"; return null; }
+        const data = await response.json().catch(() => ({}));
+        if (!response.ok) throw new ApiError(typeof data.detail === "string" ? data.detail : response.statusText);
+        return data;
+      } catch (error) {
+        if (error instanceof ApiError || attempt >= 3) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** attempt));
+      }
+    }
+  }
+
+  function say(text, isError = false) {
+    $("status").textContent = text;
+    $("status").className = isError ? "error" : "";
+  }
+
+  function cell(row, text) { row.insertCell().textContent = text; }
+
+  function highlight() {
+    for (const button of labelButtons) button.classList.toggle("chosen", button.dataset.label === chosen);
+  }
+
+  function show(card) {
+    current = card;
+    $("card").hidden = !card;
+    $("empty").hidden = Boolean(card);
+    chosen = card ? card.suggestion : null;
+    highlight();
+    if (!card) return;
+    $("item-id").textContent = card.external_id;
+    const confidence = card.confidence == null ? "" : ` (calibrated confidence ${(card.confidence * 100).toFixed(0)} %)`;
+    $("machine").textContent = card.suggestion ? `· machines suggest ${card.suggestion}${confidence}` : "· no machine suggestion";
+    $("fields").replaceChildren(...Object.entries(card.fields).flatMap(([name, value]) => {
+      const label = document.createElement("div"), text = document.createElement("div");
+      label.className = "field-name"; label.textContent = name;
+      text.className = "field"; text.textContent = value == null ? "" : String(value);
+      return [label, text];
+    }));
+    const votes = $("votes");
+    votes.replaceChildren();
+    for (const vote of card.votes) {
+      const row = votes.insertRow();
+      cell(row, vote.annotator);
+      cell(row, vote.label ?? "abstained");
+      cell(row, vote.probability == null ? "" : `${(vote.probability * 100).toFixed(0)} %`);
+      cell(row, vote.version);
+    }
+    const answers = $("answers");
+    answers.hidden = !card.answers.length;
+    answers.textContent = card.answers.length
+      ? "Reviewers said: " + card.answers.map((a) => `${a.user}: ${a.label ?? `don't know (${a.reason})`}`).join("; ")
+      : "";
+    if (asGold) asGold.checked = false;
+    if (asExample) asExample.checked = false;
+  }
+
+  async function run(action) {
+    if (busy) return;
+    busy = true;
+    try { await action(); } catch (error) { say(error.message, true); } finally { busy = false; }
+  }
+
+  function submit(label, reason = null) {
+    if (!current) return;
+    const item = current;
+    return run(async () => {
+      const data = await call("POST", "/api/queue/submit", { item_id: item.item_id, label, reason, client_id: clientId() });
+      if (!data) return;
+      if (expert && label && (asGold.checked || asExample.checked)) {
+        await call("POST", `/api/items/${item.item_id}/gold`, { label, split: asExample.checked ? "examples" : "calibration" });
+      }
+      say(`Saved ${item.external_id}: ${label ?? "I don't know"}.`);
+      show(data.item);
+    });
+  }
+
+  const skip = () => current && run(async () => {
+    const data = await call("POST", "/api/queue/skip", { item_id: current.item_id });
+    if (data) { say(`Skipped ${current.external_id}.`); show(data.item); }
+  });
+
+  const undo = () => run(async () => {
+    const data = await call("POST", "/api/queue/undo");
+    if (data) { say(`Undone: ${data.item.external_id} is back.`); show(data.item); }
+  });
+
+  function sendIdk() {
+    const form = $("idk-form");
+    const picked = form.querySelector('input[name="reason"]:checked');
+    const reason = ($("idk-other").value.trim() || (picked && picked.value) || "").trim();
+    if (!reason) { say("Say why: pick a reason or type one.", true); return; }
+    idk.close();
+    form.reset();
+    submit(null, reason);
+  }
+
+  function idkKeys(event) {
+    if (event.key === "Enter") { event.preventDefault(); sendIdk(); return; }
+    if (event.target.matches("input[type=text]")) return;  // typing a reason
+    const radios = idk.querySelectorAll('input[name="reason"]');
+    if (/^[1-9]$/.test(event.key) && radios[Number(event.key) - 1]) {
+      event.preventDefault();
+      radios[Number(event.key) - 1].checked = true;
+    }
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (idk.open) { idkKeys(event); return; }
+    if (help.open) { if (event.key === "?") help.close(); return; }
+    if (event.target.matches("input, textarea, select")) return;  // keys are off while a field has focus
+    const key = event.key;
+    if (/^[1-9]$/.test(key) && labelButtons[Number(key) - 1]) {
+      chosen = labelButtons[Number(key) - 1].dataset.label;
+      highlight();
+      submit(chosen);
+    } else if (key === "Enter") {
+      if (chosen) submit(chosen);
+    } else if (key === "s") skip();
+    else if (key === "u") undo();
+    else if (key === "i") { if (current) idk.showModal(); }
+    else if (key === "?") help.showModal();
+    else if (expert && key === "g") asGold.checked = !asGold.checked;
+    else if (expert && key === "e") asExample.checked = !asExample.checked;
+    else return;
+    event.preventDefault();
+  });
+
+  for (const button of labelButtons) {
+    button.addEventListener("click", () => { button.blur(); chosen = button.dataset.label; highlight(); submit(chosen); });
+  }
+  $("idk-button").addEventListener("click", () => current && idk.showModal());
+  $("skip-button").addEventListener("click", skip);
+  $("undo-button").addEventListener("click", undo);
+  $("idk-cancel").addEventListener("click", () => idk.close());
+  $("idk-form").addEventListener("submit", (event) => { event.preventDefault(); sendIdk(); });
+
+  run(async () => { const data = await call("GET", "/api/queue/next"); if (data) show(data.item); });
+})();
