@@ -17,6 +17,8 @@ DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 POSTGRES_ENV = "LABELER_TEST_POSTGRES_URL"
 
 needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"{DATASETS} is absent")
+CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright's own browser download does not work here
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots, for people to look at
 
 
 @pytest.fixture(autouse=True)
@@ -91,3 +93,16 @@ def ws(project_dir, store_url):
 def write_file(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.write_bytes(text.encode(encoding))
     return path
+
+
+@pytest.fixture
+def chromium():
+    """Headless Chromium driven by Playwright."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="install the `browser` extra")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()

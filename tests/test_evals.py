@@ -8,7 +8,7 @@ from evals.evaluate import evaluate, worse_than_baseline
 from evals.metrics import ABSTAIN, auto_share, classification, confidence_quality, coverage_accuracy
 from labeler.importing import import_gold, import_items
 from labeler.workspace import open_workspace
-from tests.conftest import write_file, write_project
+from tests.conftest import ARTIFACTS, write_file, write_project
 from tests.llm_server import LLMServer
 from tests.test_cli import labeler
 
@@ -88,21 +88,12 @@ def test_eval_compares_annotators_and_prompt_versions(tmp_path):
         assert labeler("eval", "--annotator", "good", "-p", root).returncode == 0
 
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-def test_eval_of_two_prompt_versions_on_the_example_writes_a_report_that_renders(tmp_path):
+def test_eval_of_two_prompt_versions_on_the_example_writes_a_report_that_renders(tmp_path, chromium):
     """The example project, the embedded model, the guideline edited into v2; the report opened in Chromium."""
-    import os
-
     import pytest
 
     from labeler import local_llm
 
-    playwright = pytest.importorskip("playwright.sync_api", reason="install the `browser` extra")
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; .ci/run installs it)")
     if not local_llm.available():
         pytest.skip("the local model's extra is not installed")
     ws = _example_workspace(tmp_path)
@@ -117,17 +108,13 @@ def test_eval_of_two_prompt_versions_on_the_example_writes_a_report_that_renders
     assert set(result["entries"]) == {"gemma@v1", "gemma@v2"}
     assert result["comparisons"][0]["a"] == "gemma@v1" and result["comparisons"][0]["b"] == "gemma@v2"
     assert all(e["accuracy"] > 0.6 and e["confidence"]["auroc"] is not None for e in result["entries"].values())
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(path.as_uri())
-        widths = page.eval_on_selector_all(".plots img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == 4 and all(w > 100 for w in widths)  # coverage, reliability, two confusion matrices
-        assert "gemma@v2" in page.inner_text("#entries")
-        assert json.loads(page.inner_text("#data"))["gold_items"] == 155
-        page.screenshot(path=str(ARTIFACTS / "eval-report.png"), full_page=True)
-        browser.close()
+    page = chromium.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(path.as_uri())
+    widths = page.eval_on_selector_all(".plots img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert len(widths) == 4 and all(w > 100 for w in widths)  # coverage, reliability, two confusion matrices
+    assert "gemma@v2" in page.inner_text("#entries")
+    assert json.loads(page.inner_text("#data"))["gold_items"] == 155
+    page.screenshot(path=str(ARTIFACTS / "eval-report.png"), full_page=True)
     assert (ARTIFACTS / "eval-report.png").stat().st_size > 10_000
 
 

@@ -1,0 +1,100 @@
+"""The review screen in a real headless Chromium against `labeler serve`: keys, undo, "I don't know", escaping."""
+
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from labeler import models
+from labeler.importing import import_items
+from labeler.models import Role, State, utcnow
+from labeler.store import upsert
+from labeler.workspace import open_workspace
+from tests.conftest import ARTIFACTS, write_file, write_project
+from tests.review_client import PASSWORD, make_users, serve
+
+HOSTILE = '<b>bold</b> & <script>window.pwned = 1</script>'
+
+
+def review_project(tmp_path):
+    root = write_project(tmp_path / "proj")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    ws = open_workspace(root, url=url)
+    rows = "".join(f'{{"id": "i{k}", "text": "review number {k}"}}\n' for k in range(1, 7))
+    import_items(ws, write_file(tmp_path / "items.jsonl", '{"id": "i0", "text": "%s"}\n' % HOSTILE.replace('"', '\\"') + rows))
+    annotator = ws.annotator_ids()["tfidf"]
+    with ws.session() as s:
+        ids = dict(s.execute(select(models.Item.external_id, models.Item.id)).all())
+        s.add_all(models.Vote(item_id=i, annotator_id=annotator, version="m1", label="positive",
+                              probs={"positive": 0.61, "negative": 0.3, "neutral": 0.09}) for i in ids.values())
+        upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.55, "state": State.needs_review,
+                                     "method": "cascade", "details": {}, "updated_at": utcnow()} for i in ids.values()],
+               ["item_id"])
+    make_users(ws, ann=Role.reviewer)
+    return ws, root, url, ids
+
+
+def answers(ws, ids):
+    by_id = {v: k for k, v in ids.items()}
+    with ws.session() as s:
+        tasks = s.execute(select(models.ReviewTask.item_id, models.ReviewTask.label, models.ReviewTask.reason)
+                          .where(models.ReviewTask.submitted_at.is_not(None))).all()
+    return {by_id[item]: (label, reason) for item, label, reason in tasks}
+
+
+def test_a_reviewer_works_the_queue_by_keyboard(tmp_path, chromium):
+    ws, root, url, ids = review_project(tmp_path)
+    with serve(root, url) as base:
+        page = chromium.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(f"{base}/review")
+        expect(page).to_have_url(f"{base}/login?next=/review")
+        page.fill("input[name=name]", "ann")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        item = page.locator("#item-id")
+        expect(item).to_have_text("i0")
+        # The hostile item is shown as text: no <b> element, no script run.
+        assert "<script>window.pwned = 1</script>" in page.inner_text("#fields")
+        assert page.locator("#fields b").count() == 0 and page.evaluate("window.pwned") is None
+        expect(page.locator("#machine")).to_contain_text("positive (calibrated confidence 55 %)")
+        expect(page.locator("button.label.chosen")).to_have_text("1 positive")  # the suggestion, preselected
+        page.screenshot(path=str(ARTIFACTS / "review-screen.png"), full_page=True)
+
+        page.keyboard.press("2")  # a digit chooses and submits
+        expect(item).to_have_text("i1")
+        page.keyboard.press("3")
+        expect(item).to_have_text("i2")
+        page.keyboard.press("Enter")  # accepts the preselected suggestion
+        expect(item).to_have_text("i3")
+        assert answers(ws, ids) == {"i0": ("negative", None), "i1": ("neutral", None), "i2": ("positive", None)}
+
+        page.keyboard.press("u")  # undo: i2 comes back, its answer is gone
+        expect(item).to_have_text("i2")
+        assert "i2" not in answers(ws, ids)
+        page.keyboard.press("1")
+        expect(item).to_have_text("i3")
+
+        page.keyboard.press("i")  # "I don't know": a reason picked by its number
+        expect(page.locator("#idk")).to_be_visible()
+        page.keyboard.press("2")
+        page.keyboard.press("Enter")
+        expect(item).to_have_text("i4")
+        page.keyboard.press("i")  # ... or typed: digits typed there are text, not labels
+        page.click("#idk-other")
+        page.keyboard.type("sarcasm 2 hard")
+        page.keyboard.press("Enter")
+        expect(item).to_have_text("i5")
+        page.keyboard.press("?")
+        expect(page.locator("#help")).to_be_visible()
+        page.keyboard.press("?")
+        expect(page.locator("#help")).to_be_hidden()
+        page.keyboard.press("s")  # skip: i5 is set aside, i6 is next
+        expect(item).to_have_text("i6")
+        page.screenshot(path=str(ARTIFACTS / "review-screen-after.png"), full_page=True)
+
+    got = answers(ws, ids)
+    assert got == {"i0": ("negative", None), "i1": ("neutral", None), "i2": ("positive", None),
+                   "i3": (None, "Not about this task"), "i4": (None, "sarcasm 2 hard")}
+    with ws.session() as s:
+        states = dict(s.execute(select(models.Item.external_id, models.Decision.state)
+                                .join(models.Decision, models.Decision.item_id == models.Item.id)).all())
+    assert states["i3"] == State.escalated and states["i0"] == State.confirmed and states["i5"] == State.needs_review
+    assert (ARTIFACTS / "review-screen.png").stat().st_size > 10_000
