@@ -11,6 +11,7 @@ Every answer and undo is written to the audit log in the same transaction.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,10 +23,15 @@ from labeler.models import Role, Split, State, utcnow
 from labeler.store import write_transaction
 from labeler.workspace import Workspace
 
-CANDIDATES = 50  # rows examined (and, on PostgreSQL, locked) per lease attempt
+CANDIDATES = 50  # open items examined per lease attempt
+BUSY_RETRIES = 20
 EXPERTS = (Role.expert, Role.admin)
 
 Task, Decision, Item, User = models.ReviewTask, models.Decision, models.Item, models.User
+
+
+class _Busy(Exception):
+    """Every open item was locked by another reviewer's transaction: look again in a moment."""
 
 
 class Conflict(LabelerError):
@@ -52,6 +58,15 @@ def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
     overlap = overlap or routing.review_overlap
     expires = utcnow() + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
     gold_share = routing.review_gold_share if gold_share is None else gold_share
+    for attempt in range(BUSY_RETRIES):
+        try:
+            return _lease_next(ws, user, overlap, expires, gold_share)
+        except _Busy:
+            time.sleep(0.01 * (attempt + 1) * random.random())
+    return None  # still all busy: the client asks again later
+
+
+def _lease_next(ws: Workspace, user: models.User, overlap: int, expires: datetime, gold_share: float) -> Lease | None:
     now = utcnow()
     with write_transaction(ws.engine) as c:
         held = c.execute(
@@ -91,13 +106,18 @@ def _open_item(c, ws: Workspace, user: models.User, overlap: int, now: datetime)
         .order_by(taken.desc(), case((Decision.state == State.escalated, 0), else_=1), Decision.item_id)
         .limit(CANDIDATES)
     )
-    if c.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True, of=Decision)
+    postgres, busy = c.dialect.name == "postgresql", False
     for candidate in c.execute(query).scalars():
+        mine_now = select(Decision.item_id).where(Decision.item_id == candidate)
+        if postgres and c.execute(mine_now.with_for_update(skip_locked=True)).first() is None:
+            busy = True  # another reviewer is taking or settling it right now
+            continue
         # Counted again now that the row is ours: the first count read a snapshot taken before
         # the lock, which may miss a lease another reviewer committed in between (PostgreSQL).
-        if c.execute(select(Decision.item_id).where(Decision.item_id == candidate, open_slot)).first():
+        if c.execute(mine_now.where(open_slot)).first():
             return candidate
+    if busy:
+        raise _Busy
     return None
 
 

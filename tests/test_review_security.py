@@ -1,0 +1,84 @@
+"""Every route of the review app refuses anonymous requests and roles too low; the table below must list each."""
+
+import re
+
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from labeler.models import Role
+from labeler.users import add_user
+from review_ui.app import create_app
+from tests.review_client import login, make_users
+
+R, E, M, A = Role.reviewer, Role.expert, Role.manager, Role.admin
+PUBLIC, ANY_USER, SESSION_FORM = "public", "any user", "a form of the user's session"
+ALLOWED = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,  # guarded by the login form's CSRF token instead
+    ("POST", "/logout"): SESSION_FORM,  # needs the session's CSRF token in the form; a token has no session
+    ("GET", "/"): ANY_USER,
+    ("GET", "/review"): {R, E, A},
+    ("GET", "/manage"): {M, A},
+    ("GET", "/api/queue/next"): {R, E, A},
+    ("POST", "/api/queue/submit"): {R, E, A},
+    ("POST", "/api/queue/skip"): {R, E, A},
+    ("POST", "/api/queue/undo"): {R, E, A},
+    ("GET", "/api/items/{external_id}"): {E, M, A},
+    ("POST", "/api/items/{item_id}/gold"): {E, A},
+    ("GET", "/api/users"): {A},
+    ("POST", "/api/users"): {A},
+    ("GET", "/api/metrics"): {M, A},
+    ("GET", "/api/scorecards"): {M, A},
+    ("GET", "/api/audit"): {M, A},
+}
+
+
+def routes(app) -> set[tuple[str, str]]:
+    def walk(found):
+        for route in found:
+            included = getattr(route, "original_router", None)  # FastAPI >= 0.165 keeps included routers whole
+            yield from walk(included.routes) if included is not None else [route]
+    return {(method, route.path) for route in walk(app.routes) if isinstance(route, APIRoute)
+            for method in route.methods - {"HEAD"}}
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "1", path)
+
+
+def test_every_route_refuses_anonymous_requests_and_roles_too_low(ws):
+    app = create_app(ws, secure_cookies=False, session_secret="s")
+    assert routes(app) == set(ALLOWED)  # a new route must say here who may use it
+    tokens = {role: add_user(ws.engine, f"user-{role.value}", role, with_token=True) for role in Role}
+    web = TestClient(app, follow_redirects=False)
+    for (method, path), allowed in ALLOWED.items():
+        url = concrete(path)
+        anonymous = web.request(method, url, json={})
+        if allowed == PUBLIC:
+            assert anonymous.status_code not in (401, 403), (method, path)
+            continue
+        # Anonymous: the API says 401, pages send people to the login form, a form post without a session's token is 403.
+        expected = 401 if path.startswith("/api/") else 403 if method == "POST" else 303
+        assert anonymous.status_code == expected, (method, path, anonymous.status_code)
+        for role, token in tokens.items():
+            status = web.request(method, url, json={}, headers={"Authorization": f"Bearer {token}"}).status_code
+            if allowed == SESSION_FORM:
+                assert status == 403, (method, path, role, status)
+            elif allowed == ANY_USER or role in allowed:
+                assert status not in (401, 403), (method, path, role, status)
+            else:
+                assert status == 403, (method, path, role, status)
+
+
+def test_session_writes_without_the_csrf_token_are_refused_on_every_api_route(ws):
+    app = create_app(ws, secure_cookies=False, session_secret="s")
+    make_users(ws, root=Role.admin)
+    web = TestClient(app, follow_redirects=False)
+    csrf = login(web, "root")
+    for method, path in sorted(routes(app)):
+        if method == "GET" or not path.startswith("/api/"):
+            continue
+        url = concrete(path)
+        assert web.request(method, url, json={}).status_code == 403, path
+        assert web.request(method, url, json={}, headers={"X-CSRF-Token": csrf}).status_code != 403, path
