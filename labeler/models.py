@@ -115,6 +115,9 @@ class Vote(SQLModel, table=True):
 class Decision(SQLModel, table=True):
     """The current label of an item and how it was reached."""
 
+    # The review queue reads open items level by level of review_count, in item order.
+    __table_args__ = (Index("ix_decision_queue", "state", "review_count", "item_id"),)
+
     item_id: int = Field(foreign_key="item.id", primary_key=True)
     label: str | None = None
     confidence: float | None = None
@@ -122,6 +125,9 @@ class Decision(SQLModel, table=True):
     method: str = ""  # e.g. "majority", "dawid_skene+isotonic", "review"
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow)
+    # How many review tasks (leases and answers, not skips) the item has: kept by the review queue
+    # with each task written or removed, so finding an open item needs no count over all tasks.
+    review_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class User(SQLModel, table=True):
@@ -136,7 +142,8 @@ class User(SQLModel, table=True):
 class ReviewTask(SQLModel, table=True):
     """A reviewer's lease on an item; submitted leases carry the reviewer's answer."""
 
-    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),
+                      Index("ix_reviewtask_open", "submitted_at", "expires_at"))  # finds expired leases
 
     id: int | None = Field(default=None, primary_key=True)
     item_id: int = Field(foreign_key="item.id", index=True)
@@ -144,6 +151,7 @@ class ReviewTask(SQLModel, table=True):
     leased_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     submitted_at: datetime | None = None
+    skipped_at: datetime | None = None  # the reviewer gave it back; it stays out of their queue
     client_id: str | None = None  # made by the client so a retried submit counts once
     label: str | None = None
     reason: str | None = None  # for "I don't know"

@@ -1,7 +1,8 @@
 """The review queue: leases on items, idempotent submissions, undo, and settling an item's reviews.
 
-Each item goes to at most `overlap` reviewers (submitted plus leased); leases expire and the
-item returns to the queue; items closest to done come first. Now and then a reviewer is handed
+Each item goes to at most `overlap` reviewers (submitted plus leased: Decision.review_count
+keeps that number, so finding an open item reads an index, not every task); leases expire and
+the item returns to the queue; items closest to done come first. Now and then a reviewer is handed
 a gold item instead, unmarked, to measure them. A submission carries an id made by the client,
 so a retried submit counts once. When an item has `overlap` answers that agree it is confirmed;
 disagreement or an "I don't know" sends it to the experts; an expert's answer settles it.
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from labeler import audit, models
 from labeler.errors import LabelerError
@@ -47,10 +49,6 @@ class Lease:
     expires_at: datetime
 
 
-def _states_for(role: Role) -> list[State]:
-    return [State.escalated, State.needs_review] if role in EXPERTS else [State.needs_review]
-
-
 def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
                lease_minutes: float | None = None, gold_share: float | None = None) -> Lease | None:
     """The user's current lease, or a new one on the open item closest to done; None: nothing to do."""
@@ -58,6 +56,7 @@ def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
     overlap = overlap or routing.review_overlap
     expires = utcnow() + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
     gold_share = routing.review_gold_share if gold_share is None else gold_share
+    expire_leases(ws)
     for attempt in range(BUSY_RETRIES):
         try:
             return _lease_next(ws, user, overlap, expires, gold_share)
@@ -71,51 +70,60 @@ def _lease_next(ws: Workspace, user: models.User, overlap: int, expires: datetim
     with write_transaction(ws.engine) as c:
         held = c.execute(
             select(Task.id, Task.item_id, Task.expires_at)
-            .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.expires_at > now).limit(1)
+            .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.skipped_at.is_(None),
+                   Task.expires_at > now).limit(1)
         ).first()
         if held:
             return _lease(c, *held)
-        item_id = _open_item(c, ws, user, overlap, now)
+        item_id = _take_open_item(c, ws, user, overlap, now)
         if item_id is None:
             return None
         if user.role not in EXPERTS and random.random() < gold_share:
-            item_id = _unseen_gold(c, ws, user) or item_id
+            gold = _unseen_gold(c, ws, user)
+            if gold is not None:  # hand out the gold item instead; the open item keeps its slot
+                _count(c, item_id, -1)
+                _count(c, gold, +1)
+                item_id = gold
         task_id = c.execute(
             insert(Task).values(item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires).returning(Task.id)
         ).scalar_one()
         return _lease(c, task_id, item_id, expires)
 
 
-def _open_item(c, ws: Workspace, user: models.User, overlap: int, now: datetime) -> int | None:
-    live = or_(Task.submitted_at.is_not(None), Task.expires_at > now)
-    taken = select(func.count()).where(Task.item_id == Decision.item_id, live).scalar_subquery()
-    # One expert per escalated item, whoever reviewed it before; an expert's "I don't know" frees it.
-    by_expert = (
-        select(func.count()).select_from(Task).join(User, User.id == Task.user_id)
-        .where(Task.item_id == Decision.item_id, live, User.role.in_(EXPERTS),
-               or_(Task.submitted_at.is_(None), Task.label.is_not(None)))
-        .scalar_subquery()
-    )
+def _count(c, item_id: int, change: int) -> None:
+    """Keep Decision.review_count equal to the item's task rows (skips excepted)."""
+    c.execute(update(Decision).where(Decision.item_id == item_id).values(review_count=Decision.review_count + change))
+
+
+def _take_open_item(c, ws: Workspace, user: models.User, overlap: int, now: datetime) -> int | None:
+    """Claim a slot on an open item (count it) and return the item; experts look at escalated items first."""
     mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
-    open_slot = or_(and_(Decision.state == State.needs_review, taken < overlap),
-                    and_(Decision.state == State.escalated, by_expert == 0))
-    query = (
-        select(Decision.item_id)
-        .join(Item, Item.id == Decision.item_id)
-        .where(Item.project_id == ws.project_id, Decision.state.in_(_states_for(user.role)), ~mine, open_slot)
-        .order_by(taken.desc(), case((Decision.state == State.escalated, 0), else_=1), Decision.item_id)
-        .limit(CANDIDATES)
+    in_project = select(Item.id).where(Item.id == Decision.item_id, Item.project_id == ws.project_id).exists()
+    # One expert per escalated item, whoever reviewed it before; an expert's "I don't know" frees it.
+    expert_on_it = (
+        select(Task.id).join(User, User.id == Task.user_id)
+        .where(Task.item_id == Decision.item_id, User.role.in_(EXPERTS), Task.skipped_at.is_(None),
+               or_(and_(Task.submitted_at.is_(None), Task.expires_at > now), Task.label.is_not(None)))
+        .exists()
     )
-    postgres, busy = c.dialect.name == "postgresql", False
-    for candidate in c.execute(query).scalars():
-        mine_now = select(Decision.item_id).where(Decision.item_id == candidate)
-        if postgres and c.execute(mine_now.with_for_update(skip_locked=True)).first() is None:
-            busy = True  # another reviewer is taking or settling it right now
-            continue
-        # Counted again now that the row is ours: the first count read a snapshot taken before
-        # the lock, which may miss a lease another reviewer committed in between (PostgreSQL).
-        if c.execute(mine_now.where(open_slot)).first():
-            return candidate
+    levels = []
+    if user.role in EXPERTS:
+        levels.append(and_(Decision.state == State.escalated, ~expert_on_it))
+    # Items closest to done first: one level of review_count at a time, each read in index order.
+    levels += [and_(Decision.state == State.needs_review, Decision.review_count == n) for n in reversed(range(overlap))]
+    busy = False
+    for level in levels:
+        open_now = and_(level, ~mine, in_project)
+        for candidate in c.execute(select(Decision.item_id).where(open_now).order_by(Decision.item_id)
+                                   .limit(CANDIDATES)).scalars():
+            this = select(Decision.item_id).where(Decision.item_id == candidate)
+            if c.dialect.name == "postgresql" and c.execute(this.with_for_update(skip_locked=True)).first() is None:
+                busy = True  # another reviewer is taking or settling it right now
+                continue
+            # Checked again now that the row is ours: the list above came from an older snapshot.
+            if c.execute(this.where(open_now)).first():
+                _count(c, candidate, +1)
+                return candidate
     if busy:
         raise _Busy
     return None
@@ -158,7 +166,7 @@ def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None,
             return {"status": "duplicate", "task_id": done[0]}
         task = c.execute(
             select(Task.id).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
-                                  Task.expires_at > utcnow()).order_by(Task.id.desc()).limit(1)
+                                  Task.skipped_at.is_(None), Task.expires_at > utcnow()).order_by(Task.id.desc()).limit(1)
         ).first()
         if task is None:  # never leased, skipped, or expired (its slot may have gone to someone else)
             raise Conflict("no live lease on this item: ask for the next item")
@@ -170,10 +178,23 @@ def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None,
 
 
 def skip(ws: Workspace, user: models.User, item_id: int) -> None:
-    """Give the lease back now; the item stays out of this user's queue until the lease is swept."""
+    """Give the lease back: the item's slot frees now, and the item stays out of this user's queue."""
     with write_transaction(ws.engine) as c:
-        c.execute(update(Task).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None))
-                  .values(expires_at=utcnow()))
+        skipped = c.execute(
+            update(Task).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
+                               Task.skipped_at.is_(None))
+            .values(skipped_at=utcnow(), expires_at=utcnow()).returning(Task.item_id)).scalars().all()
+        for item in skipped:
+            _count(c, item, -1)
+
+
+def _drop_leases(c, *conditions) -> int:
+    """Delete unanswered leases matching `conditions`, freeing their slots; returns how many."""
+    items = c.execute(delete(Task).where(Task.submitted_at.is_(None), Task.skipped_at.is_(None), *conditions)
+                      .returning(Task.item_id)).scalars().all()
+    for item, n in sorted(Counter(items).items()):  # in item order: two sweeps never wait on each other in a cycle
+        _count(c, item, -n)
+    return len(items)
 
 
 def undo(ws: Workspace, user: models.User, *, overlap: int | None = None,
@@ -194,7 +215,7 @@ def undo(ws: Workspace, user: models.User, *, overlap: int | None = None,
                                                 Task.submitted_at > last.submitted_at)).first()
         if later:
             raise Conflict("someone answered this item after you; it can no longer be undone")
-        c.execute(delete(Task).where(Task.user_id == user.id, Task.submitted_at.is_(None)))
+        _drop_leases(c, Task.user_id == user.id)
         c.execute(update(Task).where(Task.id == last.id).values(
             submitted_at=None, client_id=None, label=None, reason=None, leased_at=utcnow(), expires_at=expires))
         state = _settle(c, last.item_id, overlap)
@@ -230,9 +251,14 @@ def _settle(c, item_id: int, overlap: int) -> str:
 
 
 def expire_leases(ws: Workspace) -> int:
-    """Drop leases past their expiry (they no longer count anyway); returns how many."""
+    """Drop leases past their expiry, so their items return to the queue; returns how many."""
+    expired = (Task.expires_at <= utcnow(),)
+    with ws.session() as s:  # a cheap look first (an index covers it), so most calls write nothing
+        if s.execute(select(Task.id).where(Task.submitted_at.is_(None), Task.skipped_at.is_(None), *expired)
+                     .limit(1)).first() is None:
+            return 0
     with write_transaction(ws.engine) as c:
-        return c.execute(delete(Task).where(Task.submitted_at.is_(None), Task.expires_at <= utcnow())).rowcount
+        return _drop_leases(c, *expired)
 
 
 def promote_to_gold(ws: Workspace, user: models.User, item_id: int, label: str, split: Split) -> None:

@@ -58,9 +58,11 @@ def test_twenty_reviewers_never_exceed_the_overlap_and_every_submission_counts_o
         tasks = s.execute(select(models.ReviewTask.item_id, models.ReviewTask.user_id)
                           .where(models.ReviewTask.submitted_at.is_not(None))).all()
         states = Counter(s.scalars(select(models.Decision.state)))
+        counts = dict(s.execute(select(models.Decision.item_id, models.Decision.review_count)).all())
     per_item = Counter(item for item, _ in tasks)
     assert len(per_item) == ITEMS and set(per_item.values()) == {OVERLAP}  # every item, exactly `overlap` reviews
     assert len(set(tasks)) == len(tasks)  # nobody reviewed an item twice
+    assert counts == dict(per_item)  # the queue's running count agrees with the tasks
     assert sum(recorded.values()) == len(tasks) == ITEMS * OVERLAP  # each submission counted once...
     assert sum(duplicates.values()) > 0  # ...retries included, which came back as duplicates
     assert states[State.needs_review] == 0 and states[State.confirmed] + states[State.escalated] == ITEMS

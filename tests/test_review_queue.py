@@ -15,7 +15,7 @@ from labeler.importing import import_items
 from labeler.models import Role, State, utcnow
 from labeler.store import upsert
 from labeler.users import add_user
-from review_ui.queue import expire_leases, lease_next, submit
+from review_ui.queue import expire_leases, lease_next, skip, submit
 from tests.conftest import write_file
 
 
@@ -87,8 +87,30 @@ def test_expired_leases_return_items_to_the_queue(ws, tmp_path):
     assert lease_next(ws, bob) is None  # overlap 1: leased to ann
     with ws.session() as s:
         s.execute(update(models.ReviewTask).values(expires_at=utcnow() - timedelta(minutes=1)))
+    assert expire_leases(ws) == 1 and expire_leases(ws) == 0  # ann's stale lease, swept once
+    assert decision(ws, lease.item_id).review_count == 0
     assert lease_next(ws, bob).item_id == lease.item_id
-    assert expire_leases(ws) == 1  # ann's stale lease
+    assert decision(ws, lease.item_id).review_count == 1
+
+
+def test_a_lease_past_its_expiry_is_swept_when_the_next_reviewer_asks(ws, tmp_path):
+    needing_review(ws, tmp_path, 1)
+    ann, bob = user(ws, "ann"), user(ws, "bob")
+    lease = lease_next(ws, ann, lease_minutes=0.0001)
+    time.sleep(0.05)
+    assert lease_next(ws, bob).item_id == lease.item_id
+    with ws.session() as s:
+        assert s.scalars(select(models.ReviewTask.user_id)).all() == [bob.id]
+
+
+def test_skipped_items_free_their_slot_and_stay_out_of_the_skippers_queue(ws, tmp_path):
+    ids = needing_review(ws, tmp_path, 2)
+    ann, bob = user(ws, "ann"), user(ws, "bob")
+    first = lease_next(ws, ann)
+    skip(ws, ann, first.item_id)
+    assert decision(ws, first.item_id).review_count == 0
+    assert lease_next(ws, ann).item_id == ids[1]  # not the skipped one again
+    assert lease_next(ws, bob).item_id == first.item_id  # its slot is free for others
 
 
 def test_twenty_concurrent_reviewers_never_exceed_the_overlap(ws, tmp_path):
