@@ -199,7 +199,14 @@ def import_gold(
 @command()
 def status(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Counts of items per decision state, gold per split, votes per annotator."""
-    data = exporting.project_status(open_workspace(project))
+    ws = open_workspace(project)
+    data = exporting.project_status(ws)
+    if ws.engine.dialect.name == "postgresql":  # where `labeler worker` may be at work
+        from labeler.jobs import queue_status
+
+        jobs = queue_status(ws)
+        if jobs is not None:
+            data["jobs"] = jobs
     emit(data) if as_json else _print_status(data)
 
 
@@ -218,6 +225,8 @@ def _print_status(data: dict) -> None:
         for a in data["annotators"]:
             votes.add_row(a["name"], str(a["votes"]), str(a["abstentions"]), f"${a['cost']:.4f}")
         out.print(votes)
+    for task, states in data.get("jobs", {}).items():
+        out.print(f"jobs {task}: " + ", ".join(f"{state} {count}" for state, count in sorted(states.items())))
 
 
 @command()
@@ -255,6 +264,8 @@ def run(
     project: ProjectOpt = None,
     annotator: AnnotatorOpt = None,
     limit: Annotated[Optional[int], typer.Option(help="Ask about at most this many items (those first imported).")] = None,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Hand the run to `labeler worker` processes (PostgreSQL) and return at once.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the annotators about every item that still needs their vote, then decide labels."""
@@ -262,6 +273,12 @@ def run(
     from routing.flow import run_project
 
     ws = open_workspace(project)
+    if distributed:
+        from labeler.jobs import enqueue_run
+
+        job = enqueue_run(ws, limit=limit, annotators=annotator)
+        emit({"job": job}) if as_json else err.print(f"Run queued as job {job}; `labeler status` shows progress.")
+        return
     askers, skipped = build_askers(ws, annotator)
     report = _with_run_progress(lambda on_start, on_answer: run_project(
         ws, askers, limit=limit, on_start=on_start, on_answer=on_answer), quiet=as_json)
@@ -522,6 +539,30 @@ def serve(
     err.print(f"Review UI for {ws.config.name} on http://{host}:{port}/ (Ctrl-C stops it)")
     uvicorn.run(create_app(ws, secure_cookies=secure), host=host, port=port, log_level="warning",
                 proxy_headers=True, server_header=False)
+
+
+@command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Jobs this worker runs side by side.")] = 4,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between this worker's heartbeats.")] = 10.0,
+    stalled_after: Annotated[float, typer.Option(
+        help="Seconds without a heartbeat after which a worker counts as dead and its jobs are retried.")] = 30.0,
+    project: ProjectOpt = None,
+) -> None:
+    """Take labeling jobs (from `labeler run --distributed`) until stopped; needs PostgreSQL."""
+    import asyncio
+    import logging
+
+    from labeler import jobs
+    from prompts.annotators import build_asker, build_askers
+    from routing.flow import run_project
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ws = open_workspace(project)
+    jobs.conninfo(str(ws.engine.url))  # a clear error before anything starts on SQLite
+    jobs.wiring.update(workspace=ws, build_asker=build_asker, build_askers=build_askers, run_project=run_project)
+    asyncio.run(jobs.work(ws, concurrency=concurrency, heartbeat=heartbeat, stalled_after=stalled_after,
+                          on_ready=lambda: err.print(f"Worker ready for {ws.config.name} (Ctrl-C stops it)")))
 
 
 # --- aggregation --------------------------------------------------------------------------

@@ -78,7 +78,10 @@ def calibrate(ws: Workspace, askers: list) -> ProjectPolicy:
 
 
 def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
-                on_answer: Callable | None = None, on_start: Callable | None = None) -> dict:
+                on_answer: Callable | None = None, on_start: Callable | None = None,
+                asking: Callable | None = None) -> dict:
+    """`asking(askers, item_ids, run_id)` gets the votes (default: here, with asyncio); labeler.jobs
+    passes one that hands batches to workers and waits for them."""
     started = time.perf_counter()
     recorded = {c.name: load_recorded(ws, c) for c in ws.config.annotators if isinstance(c, RecordedAnnotator)}
     with ws.session() as s:
@@ -94,7 +97,11 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         on_start((len(calibration) + len(todo)) * len(askers))
 
     def ask(asker_list, item_ids):
-        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer)) if asker_list else []
+        if not asker_list:
+            return []
+        if asking is not None:
+            return asking(asker_list, item_ids, run_id)
+        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer))
 
     reports = {r.name: r for r in ask(askers, calibration)}
     policy = fit_policy(ws, stages, gold=gold)
