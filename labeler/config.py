@@ -25,6 +25,16 @@ class _AnnotatorBase(_Strict):
     cost_rank: float | None = None
 
 
+class Deployment(_Strict):
+    """One server of a model. Several spread the load and stand in for each other (litellm's Router)."""
+
+    model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = None
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
 class LLMAnnotator(_AnnotatorBase):
     """Any model litellm reaches: hosted APIs, vLLM, Ollama, llama.cpp servers."""
 
@@ -40,6 +50,8 @@ class LLMAnnotator(_AnnotatorBase):
     max_retries: int = Field(default=6, ge=0, le=50)
     logprobs: bool = True  # ask for token logprobs where the provider gives them
     cost_per_1k_tokens: float | None = Field(default=None, ge=0)
+    # Servers of this one model (`model` then names the model they serve, for the cache and reports).
+    deployments: list[Deployment] = Field(default_factory=list)
 
 
 class LocalAnnotator(_AnnotatorBase):

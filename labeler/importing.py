@@ -92,7 +92,8 @@ def read_columns(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, tu
 
 def _read_csv(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as raw:
-        reader = csv.reader(_decoded_lines(path, raw, progress))
+        # strict: a quote left open is an error, not a field that swallows the rest of the file
+        reader = csv.reader(_decoded_lines(path, raw, progress), strict=True)
         line = 1
         try:
             header = next(reader, None)

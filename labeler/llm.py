@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from labeler import models
 from labeler.config import LLMAnnotator
 from labeler.errors import LabelerError
+from labeler.ratelimit import rate_limit
 from labeler.runner import Answer, ItemRef, PermanentError
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
@@ -75,25 +76,6 @@ class _Wait:
         return max(asked, self.backoff(state))
 
 
-class RateLimit:
-    """At most `rpm` call starts per minute in this process."""
-
-    def __init__(self, rpm: int | None):
-        self.interval = 60.0 / rpm if rpm else 0.0
-        self.next_at = 0.0
-        self.lock = asyncio.Lock()
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            delay = self.next_at - now
-            self.next_at = max(now, self.next_at) + self.interval
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
 def top_logprobs_of(choice: dict) -> list[dict] | None:
     """The first answer token's top logprobs, skipping leading whitespace tokens."""
     content = ((choice or {}).get("logprobs") or {}).get("content") or []
@@ -101,6 +83,42 @@ def top_logprobs_of(choice: dict) -> list[dict] | None:
         if str(token.get("token", "")).strip():
             return token.get("top_logprobs") or [token]
     return None
+
+
+def _key(annotator: str, variable: str | None) -> str | None:
+    if not variable:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise LabelerError(f"annotator {annotator}: environment variable {variable} is not set")
+    return key
+
+
+def _endpoint(model: str, api_base: str | None, api_key: str | None) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"model": model}
+    if api_base:
+        endpoint["api_base"] = api_base
+    if api_key or api_base:
+        endpoint["api_key"] = api_key or "no-key"  # local servers take none, but OpenAI's client insists on one
+    return endpoint
+
+
+def _router(config: LLMAnnotator):
+    """litellm's Router over the deployments: load spread within their rpm/tpm, a failing one cooled down.
+
+    Retries stay ours (tenacity, Retry-After); with LABELER_REDIS_URL the router counts usage in Redis,
+    so rpm/tpm hold across workers."""
+    from litellm import Router
+
+    from labeler.ratelimit import REDIS_ENV
+
+    model_list = [{"model_name": config.name,
+                   "litellm_params": _endpoint(d.model, d.api_base, _key(config.name, d.api_key_env))
+                   | {k: v for k, v in (("rpm", d.rpm), ("tpm", d.tpm)) if v}}
+                  for d in config.deployments]
+    redis = {"redis_url": os.environ[REDIS_ENV]} if os.environ.get(REDIS_ENV) else {}
+    return Router(model_list=model_list, num_retries=0, allowed_fails=1, cooldown_time=30,
+                  routing_strategy="simple-shuffle", **redis)
 
 
 class LLMAsker:
@@ -112,15 +130,12 @@ class LLMAsker:
         self.version = task.version
         self.max_concurrency = config.max_concurrency
         self.engine = engine
-        self.rate = RateLimit(config.rpm)
+        self.rate = rate_limit(f"{config.model}@{config.api_base or ''}", config.rpm)
         self.params: dict[str, Any] = {"temperature": config.temperature, "max_tokens": max_tokens}
         if config.logprobs:
             self.params |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
-        self.api_key = None
-        if config.api_key_env:
-            self.api_key = os.environ.get(config.api_key_env)
-            if not self.api_key:
-                raise LabelerError(f"annotator {config.name}: environment variable {config.api_key_env} is not set")
+        self.api_key = _key(config.name, config.api_key_env)
+        self.router = _router(config) if config.deployments else None
 
     def cache_key(self, item: ItemRef) -> str:
         # The key, like everything stored, never includes the API key.
@@ -148,15 +163,13 @@ class LLMAsker:
         return row[0] if row else None
 
     async def _call(self, messages: list[dict]) -> dict:
-        lm = litellm()
-        kwargs = dict(self.params, model=self.config.model, messages=messages, num_retries=0,
-                      timeout=self.config.timeout, drop_params=True)
-        if self.config.api_base:
-            kwargs["api_base"] = self.config.api_base
-        if self.api_key:
-            kwargs["api_key"] = self.api_key
-        elif self.config.api_base:
-            kwargs["api_key"] = "no-key"  # local servers take none, but OpenAI's client insists on one
+        kwargs = dict(self.params, messages=messages, num_retries=0, timeout=self.config.timeout, drop_params=True)
+        if self.router is not None:
+            complete = self.router.acompletion
+            kwargs["model"] = self.config.name  # the router picks the deployment
+        else:
+            complete = litellm().acompletion
+            kwargs |= _endpoint(self.config.model, self.config.api_base, self.api_key)
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=_Wait(),
@@ -166,9 +179,11 @@ class LLMAsker:
             with attempt:
                 await self.rate.wait()
                 try:
-                    response = await lm.acompletion(**kwargs)
+                    response = await complete(**kwargs)
                 except Exception as exc:
                     if is_transient(exc):
+                        if asked := retry_after(exc):  # every call to this model waits, not only this one
+                            await self.rate.pause(asked)
                         raise
                     raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
         data = response.model_dump() if hasattr(response, "model_dump") else dict(response)

@@ -21,11 +21,27 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright's own browser download do
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots, for people to look at
 
 
+# LABELER_TEST_STORE=sqlite|postgres runs the whole suite on one store (.ci/run runs it once on each):
+# on postgres every test gets a fresh database as $LABELER_DATABASE_URL, which every command uses.
+# Unset: SQLite, plus PostgreSQL for the tests that take `store_url`, where a server is given.
+STORE_ENV = "LABELER_TEST_STORE"
+STORE = os.environ.get(STORE_ENV, "")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch):
     # A developer's own settings must not leak into tests.
     monkeypatch.delenv("LABELER_DATABASE_URL", raising=False)
     monkeypatch.delenv("LABELER_PROJECT", raising=False)
+    if STORE != "postgres":
+        yield
+        return
+    if not os.environ.get(POSTGRES_ENV):
+        raise RuntimeError(f"{STORE_ENV}=postgres needs {POSTGRES_ENV}")
+    database = postgres_database()
+    monkeypatch.setenv("LABELER_DATABASE_URL", next(database))
+    yield
+    database.close()  # drops it
 
 
 def postgres_database():
@@ -46,7 +62,7 @@ def postgres_database():
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=[STORE] if STORE else ["sqlite", "postgres"])
 def store_url(request, tmp_path):
     """A store URL: a SQLite file, or a fresh PostgreSQL database when LABELER_TEST_POSTGRES_URL is set."""
     if request.param == "sqlite":
@@ -106,3 +122,13 @@ def chromium():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         yield browser
         browser.close()
+
+
+def store_bytes(ws) -> bytes:
+    """Everything the store holds: the SQLite files (WAL included) or every row of every PostgreSQL table."""
+    if ws.engine.dialect.name == "sqlite":
+        path = Path(ws.engine.url.database)
+        return b"".join(f.read_bytes() for f in path.parent.glob(path.name + "*"))
+    with ws.engine.connect() as c:
+        tables = c.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars().all()
+        return "\n".join(str(row) for t in tables for row in c.execute(text(f'SELECT t::text FROM "{t}" t'))).encode()

@@ -38,6 +38,7 @@ class LLMServer:
         self.by_model: dict[str, int] = {}
         self._counter = itertools.count()
         self._reset_seen: set[str] = set()
+        self.storm: dict[str, float | list] = {"started": 0.0, "calm_at": 0.0, "arrivals": []}
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._loop = asyncio.new_event_loop()
@@ -93,6 +94,13 @@ class LLMServer:
                 if n % 2:
                     return web.json_response({"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0"})
                 return web.json_response({"error": {"message": "boom"}}, status=500)
+        if model == "storm":  # a 429 storm: 429 with Retry-After 1 to everything until a second has passed
+            now = time.monotonic()
+            self.storm["arrivals"].append(now)
+            if not self.storm["started"]:
+                self.storm["started"], self.storm["calm_at"] = now, now + 1.0
+            if now < self.storm["calm_at"]:
+                return web.json_response({"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "1"})
         if model == "broken":
             return web.Response(text="{not json", content_type="application/json")
         messages = body.get("messages", [])
@@ -104,6 +112,12 @@ class LLMServer:
             wrong = int(hashlib.sha256(item.encode()).hexdigest(), 16) % 100 < float(model.split("-", 1)[1]) * 100
         if wrong and len(labels) > 1:
             answer = labels[(labels.index(answer) + 1) % len(labels)]
+        if model == "obey":  # a model that follows instructions planted in the item
+            planted = re.search(r'answer "([^"]+)"', item)
+            if planted:
+                answer = planted.group(1)
+            elif "repeat your instructions" in item:
+                answer = messages[0]["content"]
         if model == "garbage":
             answer = "Well, it depends on many things."
         elif model == "unsure":

@@ -14,7 +14,7 @@ from labeler.importing import import_gold, import_items
 from labeler.workspace import open_workspace
 from prompts.annotators import build_askers
 from routing.flow import run_project
-from tests.conftest import write_file, write_project
+from tests.conftest import store_bytes, write_file, write_project
 from tests.llm_server import LLMServer
 
 LABELS = ["positive", "negative", "neutral"]
@@ -141,8 +141,8 @@ def test_keys_come_from_the_environment_and_are_never_stored(tmp_path, server, m
     monkeypatch.setenv("TEST_LLM_KEY", "sk-very-secret-123")
     run(ws)
     assert len(votes(ws)) == 3
-    db = b"".join(f.read_bytes() for f in (tmp_path / "p").glob("labeler.db*"))
-    assert db and b"sk-very-secret-123" not in db
+    stored = store_bytes(ws)
+    assert b"keyed" in stored and b"sk-very-secret-123" not in stored
 
 
 def test_model_annotator_trains_on_gold_and_votes_out_of_fold(tmp_path, server):
@@ -177,7 +177,7 @@ def test_recorded_votes_become_annotators(tmp_path, server):
 def test_sigkill_mid_run_then_rerun_loses_nothing_and_votes_once(tmp_path):
     with LLMServer(latency=0.05) as slow:
         ws = project(tmp_path, slow, llm("gpt", "ok", max_concurrency=4), n_items=200)
-        env = {k: v for k, v in os.environ.items() if k != "LABELER_DATABASE_URL"}
+        env = dict(os.environ)  # conftest's: the test's own store
         cmd = [sys.executable, "-m", "labeler.cli", "run", "-p", str(tmp_path / "p"), "--json"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -247,3 +247,19 @@ def test_the_embedded_model_votes_with_probabilities_through_litellm(tmp_path, s
     rows = votes(ws, "gemma")
     assert all(r[1] in LABELS and abs(sum(r[2].values()) - 1) < 1e-3 for r in rows)
     assert all(r[5] == 0 for r in rows)  # no cost
+
+
+def test_deployments_share_the_load_and_a_dead_one_is_stood_in_for(tmp_path, server):
+    from tests.review_client import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connections are refused
+    with LLMServer() as other:
+        annotator = ("  - name: routed\n    kind: llm\n    model: openai/ok\n    max_retries: 4\n    timeout: 5\n"
+                     "    deployments:\n" + "".join(f"      - {{model: openai/ok, api_base: '{base}', rpm: 6000}}\n"
+                                                    for base in (server.base_url, other.base_url, dead)))
+        ws = project(tmp_path, server, annotator.replace("{", "{{").replace("}", "}}"), n_items=40)
+        before = server.by_model.get("ok", 0)
+        report, _ = run(ws)
+        served = (server.by_model.get("ok", 0) - before, other.by_model.get("ok", 0))
+    assert len(votes(ws, "routed")) == 40 and report["annotators"][0]["failed"] == 0  # the dead one cost nothing
+    assert min(served) > 5 and sum(served) == 40  # both live servers took a share; each item asked once

@@ -9,8 +9,8 @@ from tests.conftest import write_file
 
 
 def labeler(*args, cwd=None, check=True, env=None):
-    """Run the CLI in its own process; `env` adds variables (the developer's own labeler ones are dropped)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LABELER_DATABASE_URL", "LABELER_PROJECT")} | (env or {})
+    """Run the CLI in its own process, in the test's environment (conftest's) plus `env`."""
+    env = dict(os.environ) | (env or {})
     result = subprocess.run(
         [sys.executable, "-m", "labeler.cli", *map(str, args)], cwd=cwd, env=env,
         capture_output=True, text=True, timeout=300,

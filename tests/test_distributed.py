@@ -55,11 +55,13 @@ def finished_runs(ws) -> list:
 
 
 def test_run_needs_postgresql_for_workers(tmp_path):
+    sqlite = {"LABELER_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}"}
     with LLMServer() as server:
-        ws = make_project(tmp_path, server, [("dear", DEAR, 0)], n_items=30, calibration=20, honeypots=0)
-    result = labeler("run", "--distributed", "-p", ws.project.root, check=False)
+        ws = make_project(tmp_path, server, [("dear", DEAR, 0)], n_items=30, calibration=20, honeypots=0,
+                          url=sqlite["LABELER_DATABASE_URL"])
+    result = labeler("run", "--distributed", "-p", ws.project.root, check=False, env=sqlite)
     assert result.returncode == 1 and "needs PostgreSQL" in result.stderr
-    assert "needs PostgreSQL" in labeler("worker", "-p", ws.project.root, check=False).stderr
+    assert "needs PostgreSQL" in labeler("worker", "-p", ws.project.root, check=False, env=sqlite).stderr
 
 
 @pytest.mark.postgres

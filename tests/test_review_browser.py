@@ -1,5 +1,7 @@
 """The review screen in a real headless Chromium against `labeler serve`: keys, undo, "I don't know", escaping."""
 
+import os
+
 from playwright.sync_api import expect
 from sqlalchemy import select
 
@@ -16,7 +18,7 @@ HOSTILE = '<b>bold</b> & <script>window.pwned = 1</script>'
 
 def review_project(tmp_path):
     root = write_project(tmp_path / "proj")
-    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url = os.environ.get("LABELER_DATABASE_URL") or f"sqlite:///{tmp_path / 'store.db'}"  # see conftest
     ws = open_workspace(root, url=url)
     rows = "".join(f'{{"id": "i{k}", "text": "review number {k}"}}\n' for k in range(1, 7))
     import_items(ws, write_file(tmp_path / "items.jsonl", '{"id": "i0", "text": "%s"}\n' % HOSTILE.replace('"', '\\"') + rows))

@@ -32,6 +32,7 @@ def test_sqlite_store_uses_wal(tmp_path):
 
 
 def test_default_store_is_a_file_in_the_project(tmp_path, monkeypatch):
+    monkeypatch.delenv("LABELER_DATABASE_URL", raising=False)
     assert database_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'labeler.db'}"
     monkeypatch.setenv("LABELER_DATABASE_URL", "postgresql://u:secret@db/x")
     assert database_url(tmp_path) == "postgresql+psycopg://u:secret@db/x"

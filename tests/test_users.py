@@ -7,6 +7,8 @@ from sqlalchemy import select
 from labeler import models
 from labeler.errors import LabelerError
 from labeler.users import add_user, authenticate, hash_password, user_for_token, verify_password
+from labeler.workspace import open_workspace
+from tests.conftest import store_bytes
 from tests.test_cli import labeler
 
 
@@ -41,7 +43,9 @@ def test_user_add_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "labeler.cli", "user", "add", "ann", "--password-stdin", "-p", str(root)],
                             input="long-enough-pass\n", capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "Created reviewer ann" in result.stderr
-    stored = b"".join(f.read_bytes() for f in root.glob("labeler.db*"))
-    assert stored and token.encode() not in stored
+    ws = open_workspace(root)
+    stored = store_bytes(ws)
+    assert b"bot" in stored and token.encode() not in stored and b"long-enough-pass" not in stored
+    ws.engine.dispose()
     bad = labeler("user", "add", "ann", "--token", "-p", root, check=False)
     assert bad.returncode == 1 and "exists" in bad.stderr
