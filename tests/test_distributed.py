@@ -27,7 +27,7 @@ def pg_url():
 def start_worker(root, url, log):
     return subprocess.Popen(
         [sys.executable, "-m", "labeler.cli", "worker", "--concurrency", "4", "--heartbeat", "1",
-         "--stalled-after", "4", "-p", str(root)],
+         "--stalled-after", "6", "-p", str(root)],
         env=dict(os.environ, LABELER_DATABASE_URL=url), stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -95,10 +95,11 @@ def test_two_workers_share_a_run_and_a_killed_one_loses_nothing(tmp_path, pg_url
             batches = s.scalars(select(models.Run).where(models.Run.kind == "batch")).all()
             states = dict(s.execute(select(models.Decision.state, func.count()).group_by(models.Decision.state)).all())
         # Every item has its decision; the cheap annotator voted on every calibration and open item once
-        # (the unique key forbids twice); calls beyond the votes are only those in flight at the kill.
+        # (the unique key forbids twice); calls beyond the votes come only from the killed worker's batches
+        # in hand (4 jobs of 50 items), asked again by the survivor.
         assert states[models.State.auto] + states.get(models.State.needs_review, 0) == 160
         assert cheap >= 200 + 160
-        assert server.by_model[CHEAP] - cheap <= 4 * 16  # 4 jobs per worker, 16 calls per job
+        assert server.by_model[CHEAP] - cheap <= 4 * 50
         assert any(b.stats["worker"].endswith(f"-{second.pid}") for b in batches[-3:])  # the survivor finished it
         assert status["jobs"]["label_batch"].get("succeeded", 0) >= len(batches) - 4
         assert "doing" not in status["jobs"]["label_batch"] and "todo" not in status["jobs"]["label_batch"]

@@ -1,6 +1,8 @@
 """The review app through HTTP: login, CSRF, roles, the queue's round trip, experts, scorecards, escaping."""
 
+import itertools
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +12,7 @@ from labeler import models
 from labeler.importing import import_gold
 from labeler.models import Role, State
 from labeler.users import add_user
+from review_ui import queue as queue_module
 from review_ui.app import create_app
 from tests.conftest import write_file
 from tests.review_client import PASSWORD, csrf_of, login, make_users
@@ -132,7 +135,10 @@ def test_experts_see_the_answers_settle_items_and_make_gold(app, ws, tmp_path):
                     headers={"X-CSRF-Token": ann_csrf}).status_code == 403
 
 
-def test_hidden_gold_measures_reviewers_and_kappa_compares_them(app, ws, tmp_path):
+def test_hidden_gold_measures_reviewers_and_kappa_compares_them(app, ws, tmp_path, monkeypatch):
+    # Every other lease draws a gold item (the share is random in use; here it must not be).
+    draws = itertools.cycle([0.0, 0.9])
+    monkeypatch.setattr(queue_module, "random", SimpleNamespace(random=lambda: next(draws)))
     needing_review(ws, tmp_path, 6)
     gold_file = write_file(tmp_path / "g.csv", "id,text,label\n" + "".join(f"g{k},gold {k},positive\n" for k in range(4)))
     import_gold(ws, gold_file, split=models.Split.honeypot)
