@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
 from labeler import exporting, importing, scaffold
 from labeler.errors import LabelerError
@@ -48,11 +49,13 @@ def command(group: typer.Typer = app, name: str | None = None) -> Callable:
         def wrapper(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except LabelerError as exc:
+            except (LabelerError, DBAPIError) as exc:
+                # A store that is full, read-only or gone is reported by what it said, not as a traceback.
+                message = f"the store refused: {exc.orig}" if isinstance(exc, DBAPIError) else str(exc)
                 if kwargs.get("as_json"):
-                    print(json.dumps({"error": str(exc)}))
+                    print(json.dumps({"error": message}))
                 else:
-                    err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+                    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
                 raise typer.Exit(1)
 
         return group.command(name)(wrapper)

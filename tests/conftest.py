@@ -62,6 +62,12 @@ def postgres_database():
         admin.dispose()
 
 
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database, for what only PostgreSQL does (workers, cutting connections)."""
+    yield from postgres_database()
+
+
 @pytest.fixture(params=[STORE] if STORE else ["sqlite", "postgres"])
 def store_url(request, tmp_path):
     """A store URL: a SQLite file, or a fresh PostgreSQL database when LABELER_TEST_POSTGRES_URL is set."""

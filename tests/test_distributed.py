@@ -11,17 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from labeler import models
-from tests.conftest import postgres_database
 from tests.llm_server import LLMServer
 from tests.test_cli import labeler
 from tests.test_routing_run import make_project
 
 CHEAP, DEAR = "noisy-0.15", "ok"
-
-
-@pytest.fixture
-def pg_url():
-    yield from postgres_database()
 
 
 def start_worker(root, url, log):

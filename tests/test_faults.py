@@ -1,0 +1,83 @@
+"""Faults outside the program: a full disk, a read-only store, a database connection cut mid-run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import func, select, text
+
+from labeler import models
+from tests.conftest import write_file, write_project
+from tests.llm_server import LLMServer
+from tests.test_cli import labeler
+from tests.test_routing_run import make_project
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB filesystem (tmpfs), for a disk that fills up; needs the right to mount, as root in CI."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_reported_and_nothing_is_half_imported(tmp_path, tiny_disk):
+    root = write_project(tiny_disk / "proj")
+    sqlite = {"LABELER_DATABASE_URL": f"sqlite:///{tiny_disk / 'store.db'}"}
+    labeler("status", "-p", root, env=sqlite)  # the store exists and fits
+    rows = "".join(f"i{k},{'a long review text ' * 20}{k}\n" for k in range(20_000))  # ~8 MB
+    result = labeler("import", "items", write_file(tmp_path / "items.csv", "id,text\n" + rows), "-p", root,
+                     check=False, env=sqlite)
+    assert result.returncode == 1 and "database or disk is full" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = json.loads(labeler("status", "--json", "-p", root, env=sqlite).stdout)
+    assert status["items"] == 0  # the import was one transaction: rolled back whole
+
+
+def test_a_read_only_store_is_reported_clearly(tmp_path):
+    root = write_project(tmp_path / "proj")
+    path = tmp_path / "store.db"
+    labeler("status", "-p", root, env={"LABELER_DATABASE_URL": f"sqlite:///{path}"})
+    read_only = {"LABELER_DATABASE_URL": f"sqlite:///file:{path}?mode=ro&uri=true"}
+    assert json.loads(labeler("status", "--json", "-p", root, env=read_only).stdout)["items"] == 0  # reading works
+    items = write_file(tmp_path / "items.csv", "id,text\na,fine\n")
+    result = labeler("import", "items", items, "-p", root, check=False, env=read_only)
+    assert result.returncode == 1 and "readonly database" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_database_connections_cut_mid_run_lose_no_vote(tmp_path, pg_url):
+    store_url = pg_url
+    with LLMServer(latency=0.02) as server:
+        ws = make_project(tmp_path, server, [("dear", "ok", 0)], n_items=300, calibration=100, honeypots=0,
+                          url=store_url)
+        env = {"LABELER_DATABASE_URL": store_url}
+        run = subprocess.Popen([sys.executable, "-m", "labeler.cli", "run", "--json", "-p", str(ws.project.root)],
+                               env=dict(os.environ, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        database = ws.engine.url.database
+        cuts = 0
+        while run.poll() is None and cuts < 3:
+            with ws.session() as s:
+                votes = s.scalar(select(func.count()).select_from(models.Vote))
+            if votes >= 60 * (cuts + 1):  # three times during the run, every connection of the run is cut
+                with ws.engine.connect() as c:
+                    cut = c.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                         "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalar()
+                cuts += 1 if cut else 0
+        out, errors = run.communicate(timeout=120)
+        # The run may stop on a cut; a rerun finishes it, asking only what is missing.
+        if run.returncode != 0:
+            assert "Traceback" not in errors and "the store refused" in errors
+        labeler("run", "--json", "-p", ws.project.root, env=env)
+        with ws.session() as s:
+            voted = s.scalars(select(models.Vote.item_id)).all()
+            states = s.scalars(select(models.Decision.state).where(models.Decision.state != models.State.gold)).all()
+    assert cuts >= 1
+    assert len(voted) == len(set(voted)) == 300  # every item voted, none twice
+    assert len(states) == 200 and server.by_model["ok"] <= 300 + 64  # only calls in flight at a cut were repeated
