@@ -46,13 +46,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(project_dir: Path, store_url: str):
-    """`labeler serve` in its own process on a free port; yields its base URL."""
+def serve(project_dir: Path, store_url: str, log: Path | None = None):
+    """`labeler serve` in its own process on a free port; yields its base URL. Its output goes to `log`."""
     port = free_port()
     env = dict(os.environ, LABELER_DATABASE_URL=store_url)
+    output = open(log or os.devnull, "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "labeler.cli", "serve", "--port", str(port), "--project", str(project_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env, stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -63,7 +64,7 @@ def serve(project_dir: Path, store_url: str):
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start: {process.stdout.read().decode(errors='replace')}")
+                raise RuntimeError(f"the server did not start (exit {process.poll()}); see {log or 'its log'}")
             time.sleep(0.1)
         yield base
     finally:
@@ -72,3 +73,4 @@ def serve(project_dir: Path, store_url: str):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        output.close()

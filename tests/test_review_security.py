@@ -2,13 +2,14 @@
 
 import re
 
+import httpx
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from labeler.models import Role
 from labeler.users import add_user
 from review_ui.app import create_app
-from tests.review_client import login, make_users
+from tests.review_client import PASSWORD, login, make_users, serve
 
 R, E, M, A = Role.reviewer, Role.expert, Role.manager, Role.admin
 PUBLIC, ANY_USER, SESSION_FORM = "public", "any user", "a form of the user's session"
@@ -82,3 +83,19 @@ def test_session_writes_without_the_csrf_token_are_refused_on_every_api_route(ws
         url = concrete(path)
         assert web.request(method, url, json={}).status_code == 403, path
         assert web.request(method, url, json={}, headers={"X-CSRF-Token": csrf}).status_code != 403, path
+
+
+def test_no_password_or_token_reaches_the_server_log(ws, tmp_path):
+    make_users(ws, ann=Role.reviewer)
+    token = add_user(ws.engine, "bot", Role.reviewer, with_token=True)
+    log = tmp_path / "serve.log"
+    with serve(ws.project.root, str(ws.engine.url.render_as_string(hide_password=False)), log=log) as base:
+        with httpx.Client(base_url=base, follow_redirects=False) as web:
+            login(web, "ann")
+            web.post("/login", data={"name": "ann", "password": "wrong-password-123", "csrf_token": "x"})
+        assert httpx.get(f"{base}/api/queue/next", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert httpx.get(f"{base}/api/queue/next", headers={"Authorization": "Bearer not-a-token-456"}).status_code == 401
+    written = log.read_text()
+    assert "Review UI for" in written  # the log is there, and it is not empty
+    for secret in (PASSWORD, token, "wrong-password-123", "not-a-token-456"):
+        assert secret not in written
