@@ -48,10 +48,11 @@ class Project(SQLModel, table=True):
 
 
 class Item(SQLModel, table=True):
+    # Its index serves lookups by project_id alone too (leading column): no second index to write.
     __table_args__ = (UniqueConstraint("project_id", "external_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    project_id: int = Field(foreign_key="project.id", index=True)
+    project_id: int = Field(foreign_key="project.id")
     external_id: str
     fields: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     content_hash: str  # of the fields; a re-import with other content is a conflict

@@ -48,3 +48,12 @@ def test_unreachable_store_is_a_clear_error_without_the_password():
         open_store("postgresql://u:hunter2@127.0.0.1:1/none")
     assert "cannot open the store" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_postgresql_connections_never_prepare_statements(pg_url):
+    """A prepared statement's generic plan, made while a table looked empty, turned a 200,000-item import
+    from 15 s into 7 minutes (each chunk's lookup by id scanned the table); plain statements are planned each time."""
+    engine = open_store(pg_url)
+    with engine.connect() as c:
+        assert c.connection.driver_connection.prepare_threshold is None
+    engine.dispose()
