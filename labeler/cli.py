@@ -562,7 +562,7 @@ def worker(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ws = open_workspace(project)
-    jobs.conninfo(str(ws.engine.url))  # a clear error before anything starts on SQLite
+    jobs.conninfo(ws.engine.url)  # a clear error before anything starts on SQLite
     jobs.wiring.update(workspace=ws, build_asker=build_asker, build_askers=build_askers, run_project=run_project)
     asyncio.run(jobs.work(ws, concurrency=concurrency, heartbeat=heartbeat, stalled_after=stalled_after,
                           on_ready=lambda: err.print(f"Worker ready for {ws.config.name} (Ctrl-C stops it)")))

@@ -44,7 +44,8 @@ blueprint = procrastinate.Blueprint()
 wiring: dict[str, Any] = {}  # workspace, build_asker, build_askers, run_project: set by `labeler worker`
 
 
-def conninfo(url: str) -> str:
+def conninfo(url) -> str:
+    """libpq's form of the store URL (a str, or SQLAlchemy's URL, whose str() would hide the password)."""
     parsed = make_url(url)
     if not parsed.drivername.startswith("postgresql"):
         raise LabelerError("distributed labeling needs PostgreSQL: set LABELER_DATABASE_URL to a postgresql:// URL")
@@ -54,14 +55,14 @@ def conninfo(url: str) -> str:
 def make_app(ws: Workspace) -> procrastinate.App:
     # Room in the pool for the listener, heartbeats and every job at once: a starved heartbeat looks like a dead worker.
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=conninfo(str(ws.engine.url)), min_size=2, max_size=POOL_SIZE))
+        conninfo=conninfo(ws.engine.url), min_size=2, max_size=POOL_SIZE))
     app.add_tasks_from(blueprint, namespace="labeler")
     return app
 
 
 def ensure_schema(ws: Workspace) -> None:
     """Install procrastinate's tables once per database (an advisory lock keeps two starters apart)."""
-    conninfo(str(ws.engine.url))
+    conninfo(ws.engine.url)
     with ws.engine.begin() as c:
         c.execute(text("SELECT pg_advisory_xact_lock(hashtext('labeler:procrastinate-schema'))"))
         if c.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:

@@ -97,3 +97,15 @@ def test_two_workers_share_a_run_and_a_killed_one_loses_nothing(tmp_path, pg_url
         assert any(b.stats["worker"].endswith(f"-{second.pid}") for b in batches[-3:])  # the survivor finished it
         assert status["jobs"]["label_batch"].get("succeeded", 0) >= len(batches) - 4
         assert "doing" not in status["jobs"]["label_batch"] and "todo" not in status["jobs"]["label_batch"]
+
+
+def test_the_job_queue_connects_with_the_stores_own_password():
+    from sqlalchemy.engine import make_url
+
+    from labeler.errors import LabelerError
+    from labeler.jobs import conninfo
+
+    # SQLAlchemy's URL hides the password when printed; the queue must get the real one.
+    assert conninfo(make_url("postgresql+psycopg://ann:s3cret@db:5432/labels")) == "postgresql://ann:s3cret@db:5432/labels"
+    with pytest.raises(LabelerError, match="needs PostgreSQL"):
+        conninfo(make_url("sqlite:///x.db"))
