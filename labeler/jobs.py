@@ -23,7 +23,7 @@ from collections import Counter
 from typing import Any, Callable
 
 import procrastinate
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from labeler import models
@@ -52,6 +52,10 @@ def conninfo(url) -> str:
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def _has_queue(connection) -> bool:
+    return connection.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is not None
+
+
 def make_app(ws: Workspace) -> procrastinate.App:
     # Room in the pool for the listener, heartbeats and every job at once: a starved heartbeat looks like a dead worker.
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(
@@ -65,7 +69,7 @@ def ensure_schema(ws: Workspace) -> None:
     conninfo(ws.engine.url)
     with ws.engine.begin() as c:
         c.execute(text("SELECT pg_advisory_xact_lock(hashtext('labeler:procrastinate-schema'))"))
-        if c.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
+        if not _has_queue(c):
             # Straight to psycopg: with no parameters it leaves the schema's "%" signs alone.
             c.connection.driver_connection.execute(procrastinate.schema.SchemaManager.get_schema())
 
@@ -84,7 +88,7 @@ def queue_status(ws: Workspace) -> dict[str, dict[str, int]] | None:
     if ws.engine.dialect.name != "postgresql":
         return None
     with ws.engine.connect() as c:
-        if c.execute(text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
+        if not _has_queue(c):
             return None
         rows = c.execute(text("SELECT task_name, status::text, count(*) FROM procrastinate_jobs "
                               "WHERE task_name LIKE 'labeler:%' GROUP BY 1, 2")).all()
@@ -163,18 +167,16 @@ class BatchAsking:
             time.sleep(POLL_SECONDS)
 
     def _reports(self, run_id: int, askers: list) -> list[AnnotatorReport]:
+        Run = models.Run
         with self.ws.session() as s:
-            batches = [r.stats for r in s.query(models.Run).filter(models.Run.project_id == self.ws.project_id,
-                                                                   models.Run.kind == "batch")
-                       if r.stats.get("run") == run_id]
+            batches = s.scalars(select(Run.stats).where(Run.project_id == self.ws.project_id, Run.kind == "batch",
+                                                        Run.stats["run"].as_integer() == run_id)).all()
         reports = []
         for asker in askers:
             report = AnnotatorReport(asker.name, asker.version)
-            for stats in (b for b in batches if b["name"] == asker.name and b["version"] == asker.version):
-                for key in ("asked", "voted", "abstained", "failed", "cost"):
-                    setattr(report, key, getattr(report, key) + stats[key])
-                report.errors.update(stats["errors"])
-                report.stopped = report.stopped or stats["stopped"]
+            for stats in batches:
+                if (stats["name"], stats["version"]) == (asker.name, asker.version):
+                    report.add(stats)
             reports.append(report)
         return reports
 

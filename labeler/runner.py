@@ -75,6 +75,14 @@ class AnnotatorReport:
         data["errors"] = dict(self.errors.most_common(5))
         return data
 
+    def add(self, other: AnnotatorReport | dict[str, Any]) -> None:
+        """Count another part of the same annotator's work in (a report, or one's as_dict())."""
+        other = other if isinstance(other, dict) else other.as_dict() | {"errors": other.errors}
+        for key in ("asked", "voted", "abstained", "failed", "cost"):
+            setattr(self, key, getattr(self, key) + other[key])
+        self.errors.update(other["errors"])
+        self.stopped = self.stopped or other["stopped"]
+
 
 def pending_items(ws: Workspace, asker: Asker, item_ids: list[int]) -> list[ItemRef]:
     """The items among item_ids without a vote from this annotator at this version."""

@@ -19,8 +19,8 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_HEADER = "X-CSRF-Token"
 
 # Who may do what. Roles are not a ladder: a manager watches progress but does not settle items.
+# Experts (who settle items) are the queue's rule: review_ui.queue.EXPERTS.
 REVIEWERS = (Role.reviewer, Role.expert, Role.admin)
-EXPERTS = (Role.expert, Role.admin)
 MANAGERS = (Role.manager, Role.admin)
 ADMINS = (Role.admin,)
 

@@ -145,14 +145,10 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
 
 
 def _merge(reports: dict, report) -> None:
-    if report.name not in reports:
+    if report.name in reports:
+        reports[report.name].add(report)
+    else:
         reports[report.name] = report
-        return
-    into = reports[report.name]
-    for key in ("asked", "voted", "abstained", "failed", "cost"):
-        setattr(into, key, getattr(into, key) + getattr(report, key))
-    into.errors.update(report.errors)
-    into.stopped = into.stopped or report.stopped
 
 
 def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: dict, run_id: int, set_aside: set) -> dict:

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from labeler import audit, models
 from labeler.workspace import Workspace
 from review_ui import queue
-from review_ui.auth import EXPERTS, MANAGERS, allow, workspace
+from review_ui.auth import MANAGERS, allow, workspace
+from review_ui.queue import EXPERTS
 from review_ui.schemas import GoldMark
 
 router = APIRouter(prefix="/api/items", tags=["items"])

@@ -15,7 +15,6 @@ from labeler import audit, models
 from labeler.users import authenticate
 from labeler.workspace import Workspace
 from review_ui.auth import (
-    EXPERTS,
     MANAGERS,
     REVIEWERS,
     allow,
@@ -24,9 +23,11 @@ from review_ui.auth import (
     current_user,
     workspace,
 )
+from review_ui.queue import EXPERTS
 
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")  # autoescapes
+templates.env.globals.update(REVIEWERS=REVIEWERS, MANAGERS=MANAGERS)  # the links follow the routes' rules
 IDK_REASONS = ["Not enough context", "Not about this task", "More than one label fits", "Text unreadable or empty"]
 _markdown = MarkdownIt("commonmark", {"html": False})  # raw HTML in the guideline is shown as text
 
