@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from labeler import models
 from labeler.workspace import Workspace
@@ -81,25 +81,44 @@ def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
             if progress:
                 progress(count)
         return count
-    # CSV: the item's fields become columns (the project's declared fields first, then the rest
-    # as they appear), votes and decided_by are JSON.
+    # CSV: the item's fields become columns (the project's declared fields first, then every other
+    # field any item has, in order of first appearance), votes and decided_by are JSON.
     field_names = list(ws.config.fields)
-    writer = None
+    field_names += [f for f in field_keys(ws) if f not in field_names]
+    columns = ["id", "label", "confidence", "state", "method", "gold", *field_names, "decided_by", "votes"]
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
     for row in rows:
-        if writer is None:
-            field_names += [f for f in row["fields"] if f not in field_names]
-            columns = ["id", "label", "confidence", "state", "method", "gold", *field_names, "decided_by", "votes"]
-            writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
         flat = {k: v for k, v in row.items() if k not in ("fields", "votes", "decided_by")}
         flat.update({f: _cell(row["fields"].get(f)) for f in field_names})
         flat["decided_by"] = json.dumps(row["decided_by"]) if row["decided_by"] else ""
         flat["votes"] = json.dumps(row["votes"], ensure_ascii=False)
-        writer.writerow(flat)
+        writer.writerow({k: _inert(v) for k, v in flat.items()})
         count += 1
         if progress:
             progress(count)
     return count
+
+
+def field_keys(ws: Workspace) -> list[str]:
+    """Every field name of the project's items, in order of first appearance (one pass in the store)."""
+    if ws.engine.dialect.name == "sqlite":
+        query = ("SELECT f.key FROM item, json_each(item.fields) AS f WHERE item.project_id = :p "
+                 "GROUP BY f.key ORDER BY min(item.id), min(f.id)")
+    else:
+        query = ("SELECT f.key FROM item, json_each(item.fields) WITH ORDINALITY AS f(key, value, n) "
+                 "WHERE item.project_id = :p GROUP BY f.key ORDER BY min(item.id), min(f.n)")
+    with ws.engine.connect() as c:
+        return list(c.execute(text(query), {"p": ws.project_id}).scalars())
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection): OWASP's
+# advice is to make it text with a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(value: Any) -> Any:
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 def _cell(value: Any) -> Any:

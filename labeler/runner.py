@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from labeler import models
 from labeler.errors import LabelerError
@@ -24,6 +28,10 @@ from labeler.workspace import Workspace
 
 # An annotator that fails this many calls in a row, with no success, is stopped for the run.
 STOP_AFTER_PERMANENT = 5
+# A busy or unreachable store is retried this long before the run stops; meanwhile askers wait.
+STORE_RETRY_SECONDS = 60.0
+# Answers waiting to be written, at most: past it askers wait, so a stalled store stops spending.
+MIN_WRITE_BACKLOG = 32
 
 
 @dataclass(frozen=True)
@@ -112,14 +120,27 @@ async def run_askers(
     run_id: int | None = None,
     on_answer: Callable[[str, Answer | None, str | None], None] | None = None,
 ) -> list[AnnotatorReport]:
-    """Ask every asker about the items it has no vote on; all askers run side by side."""
-    queue: asyncio.Queue = asyncio.Queue()
+    """Ask every asker about the items it has no vote on; all askers run side by side.
+
+    Answers go to the store through a short queue: while the store is busy every asker waits
+    (no call is made whose answer could not be kept), and when it refuses for good the askers
+    are stopped at once; only the answers in flight and in the queue are lost."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=max(MIN_WRITE_BACKLOG, sum(a.max_concurrency for a in askers)))
     writer = asyncio.create_task(_write_votes(ws, queue, run_id))
+    asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer) for a in askers)))
     try:
-        reports = await asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer) for a in askers))
-    finally:
+        await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
+        if writer.done():  # the writer ends early only when the store refused for good
+            asking.cancel()
+            with suppress(asyncio.CancelledError):
+                await asking
+            writer.result()
+        reports = asking.result()
         await queue.put(None)
         await writer
+    finally:
+        for task in (asking, writer):
+            task.cancel()
     return list(reports)
 
 
@@ -174,15 +195,34 @@ def _describe(exc: Exception) -> str:
 async def _write_votes(ws: Workspace, queue: asyncio.Queue, run_id: int | None) -> None:
     """Write whatever has arrived, in one transaction, until told to stop (None)."""
     stop = False
-    while not stop:
-        batch = [await queue.get()]
-        while not queue.empty():
-            batch.append(queue.get_nowait())
-        if batch[-1] is None:
-            stop = True
-            batch.pop()
-        if batch:
-            _store(ws, batch, run_id)
+    loop = asyncio.get_running_loop()
+    # Its own thread: the default pool may be full of local-model calls, and the loop must not block.
+    with ThreadPoolExecutor(1, thread_name_prefix="labeler-writer") as thread:
+        while not stop:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            if batch[-1] is None:
+                stop = True
+                batch.pop()
+            if batch:
+                await loop.run_in_executor(thread, _store_retrying, ws, batch, run_id)
+
+
+def _store_busy(exc: BaseException) -> bool:
+    """A store that is locked, restarting or cut off may come back; a broken constraint will not."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def _store_retrying(ws: Workspace, batch: list, run_id: int | None) -> None:
+    try:
+        for attempt in Retrying(stop=stop_after_delay(STORE_RETRY_SECONDS), retry=retry_if_exception(_store_busy),
+                                wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
+            with attempt:
+                _store(ws, batch, run_id)
+    except DBAPIError as exc:
+        raise LabelerError(f"the store refused: {exc.orig}; asking stopped, rerun to finish "
+                           f"({len(batch)} answers in hand were not kept)") from exc
 
 
 def _store(ws: Workspace, batch: list, run_id: int | None) -> None:

@@ -104,13 +104,14 @@ def _insert(session, model):
     return insert(model.__table__)
 
 
-def upsert(session, model, rows: list[dict], keys: list[str]) -> None:
-    """Insert rows, replacing the other columns of rows whose `keys` already exist."""
+def upsert(session, model, rows: list[dict], keys: list[str], where=None) -> None:
+    """Insert rows, replacing the other columns of rows whose `keys` already exist (only those
+    whose current values meet `where`, when given: the check and the write are one statement)."""
     if not rows:
         return
     statement = _insert(session, model)
     updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
-    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+    session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates, where=where), rows)
 
 
 def insert_new(session, model, rows: list[dict]) -> None:

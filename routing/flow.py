@@ -18,7 +18,7 @@ import time
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from labeler import models
 from labeler.config import RecordedAnnotator
@@ -39,12 +39,16 @@ from routing.project import (
 )
 
 SETTLED = (State.gold, State.confirmed, State.escalated)
+# A run writes a decision only over one that machines own: no reviewer has it leased or answered.
+# (No IN list: the write is an executemany, which takes no expanding parameters.)
+MACHINE_OWNED = (((models.Decision.state == State.auto) | (models.Decision.state == State.needs_review))
+                 & (models.Decision.review_count == 0))
 HONEYPOT_SHARE = 0.05  # honeypots per stage, as a share of the items asked (at least MIN_HONEYPOTS)
 MIN_HONEYPOTS = 10
 
 
 def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
-    """Items without gold and without a human decision, in import order."""
+    """Items without gold and without a human decision (nor a reviewer at work on them), in import order."""
     Item, Gold, Decision = models.Item, models.GoldLabel, models.Decision
     with ws.session() as s:
         query = (
@@ -52,7 +56,7 @@ def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
             .outerjoin(Gold, Gold.item_id == Item.id)
             .outerjoin(Decision, Decision.item_id == Item.id)
             .where(Item.project_id == ws.project_id, Gold.item_id.is_(None),
-                   Decision.state.is_(None) | Decision.state.not_in(SETTLED))
+                   Decision.state.is_(None) | MACHINE_OWNED)
             .order_by(Item.id)
         )
         if limit is not None:
@@ -170,9 +174,17 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
                      "method": method if guess is not None else "majority", "updated_at": now,
                      "details": {"run": run_id, "reason": "below the acceptance level" if policy.ready else policy.reason}})
     with ws.session() as s:
-        upsert(s, models.Decision, rows, keys=["item_id"])
-    states = [r["state"].value for r in rows]
-    return {state: states.count(state) for state in sorted(set(states))}
+        # Conditional, in one statement: a reviewer who took or answered an item during the run keeps it.
+        upsert(s, models.Decision, rows, keys=["item_id"], where=MACHINE_OWNED)
+        Decision = models.Decision
+        states = dict(s.execute(
+            select(Decision.state, func.count()).join(models.Item, models.Item.id == Decision.item_id)
+            .where(models.Item.project_id == ws.project_id, Decision.details["run"].as_integer() == run_id,
+                   Decision.state.in_([State.auto, State.needs_review]))
+            .group_by(Decision.state)).all())
+    counts = {state.value: n for state, n in sorted(states.items(), key=lambda kv: kv[0].value)}
+    kept = len(items) - sum(counts.values())
+    return counts | ({"kept_by_reviewers": kept} if kept else {})
 
 
 def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None]:

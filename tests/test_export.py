@@ -75,3 +75,17 @@ def test_status_counts(ws, tmp_path):
     assert status["states"] == {"auto": 1, "needs_review": 0, "confirmed": 0, "escalated": 0, "gold": 1, "unlabeled": 1}
     assert status["gold"]["calibration"] == 1
     assert status["annotators"] == [{"name": "tfidf", "votes": 2, "abstentions": 1, "cost": 0.001}]
+
+
+def test_csv_export_keeps_every_field_of_every_item_and_defuses_formulas(ws, tmp_path):
+    items = tmp_path / "i.jsonl"
+    items.write_text('{"id": "a", "text": "plain"}\n'
+                     '{"id": "b", "text": "=HYPERLINK(\\"http://x\\")", "source": "@web"}\n'
+                     '{"id": "-c", "text": "+1", "lang": "en", "source": "mail"}\n', encoding="utf-8")
+    assert import_items(ws, items).committed
+    out = io.StringIO()
+    write_export(ws, out, "csv")
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(rows[0])[6:9] == ["text", "source", "lang"]  # fields the first item lacks are columns too
+    assert [(r["id"], r["text"], r["source"], r["lang"]) for r in rows] == [
+        ("a", "plain", "", ""), ("b", "'=HYPERLINK(\"http://x\")", "'@web", ""), ("'-c", "'+1", "mail", "en")]

@@ -81,3 +81,30 @@ def test_database_connections_cut_mid_run_lose_no_vote(tmp_path, pg_url):
     assert cuts >= 1
     assert len(voted) == len(set(voted)) == 300  # every item voted, none twice
     assert len(states) == 200 and server.by_model["ok"] <= 300 + 64  # only calls in flight at a cut were repeated
+
+
+def test_a_store_that_fails_mid_run_stops_the_spending_at_once(tmp_path, store_url, monkeypatch):
+    """The vote table vanishes after the 60th answer: the run stops asking within the calls in flight."""
+    from labeler import runner
+    from labeler.errors import LabelerError
+    from prompts.annotators import build_askers
+    from routing.flow import run_project
+
+    monkeypatch.setattr(runner, "STORE_RETRY_SECONDS", 1.0)
+    with LLMServer(latency=0.01) as server:
+        ws = make_project(tmp_path, server, [("dear", "ok", 0)], n_items=1200, calibration=1000, honeypots=0,
+                          url=store_url)
+        answers = []
+
+        def on_answer(name, answer, error):
+            answers.append(answer)
+            if len(answers) == 60:
+                with ws.engine.begin() as c:
+                    c.execute(text("DROP TABLE vote" + (" CASCADE" if c.dialect.name == "postgresql" else "")))
+                at_failure.append(server.by_model["ok"])
+
+        at_failure = []
+        with pytest.raises(LabelerError, match="the store refused"):
+            run_project(ws, build_askers(ws)[0], on_answer=on_answer)
+        # Calls made after the failure: at most those in flight (16) and the answers waiting to be written (32).
+        assert server.by_model["ok"] - at_failure[0] <= 16 + 32

@@ -113,3 +113,45 @@ def test_a_second_run_asks_nothing_new_and_keeps_decisions(tmp_path, server):
     assert calls(server, "ok") - before <= 10  # at most a few fresh honeypots
     assert sorted(decisions(ws)) == first
     assert report["annotators"][0]["asked"] <= 10
+
+
+def test_a_run_never_undoes_what_reviewers_did_while_it_ran(tmp_path, server, store_url):
+    """Reviewers confirm and lease items after the run fixed its item list, before it decides."""
+    from labeler.models import Role
+    from labeler.users import add_user
+    from review_ui.queue import lease_next, submit
+
+    ws = make_project(tmp_path, server, [("coin", "noisy-0.45", 0)], n_items=120, calibration=60, honeypots=0,
+                      target=0.99, url=store_url)
+    run_project(ws, build_askers(ws)[0])
+    assert {r.state for r in decisions(ws)} == {models.State.needs_review}
+    for name in ("ann", "bob", "cy"):
+        add_user(ws.engine, name, Role.reviewer, password="long-password")
+    with ws.session() as s:
+        ann, bob, cy = (s.scalars(select(models.User).where(models.User.name == n)).one() for n in ("ann", "bob", "cy"))
+
+    from routing.flow import run_askers
+    touched = {}
+
+    def asking(askers, item_ids, run_id):  # the run's own asking, with reviewers at work beside it
+        if not touched:
+            for k in range(3):
+                lease = lease_next(ws, ann, overlap=2, gold_share=0)
+                submit(ws, ann, lease.item_id, label="positive", client_id=f"a{k}", overlap=2)
+                assert lease_next(ws, bob, overlap=2, gold_share=0).item_id == lease.item_id
+                submit(ws, bob, lease.item_id, label="positive", client_id=f"b{k}", overlap=2)
+                touched[lease.item_id] = "confirmed"
+            touched[lease_next(ws, cy, overlap=2, gold_share=0).item_id] = "leased"
+        import asyncio
+        return asyncio.run(run_askers(ws, askers, item_ids, run_id=run_id))
+
+    report = run_project(ws, build_askers(ws)[0], asking=asking)
+    assert report["decisions"]["kept_by_reviewers"] == 4
+    with ws.session() as s:
+        for item_id, what in touched.items():
+            d = s.get(models.Decision, item_id)
+            if what == "confirmed":
+                assert (d.state, d.label, d.review_count) == (models.State.confirmed, "positive", 2)
+                assert [a["user"] for a in d.details["decided_by"]] == ["ann", "bob"]
+            else:  # the lease stands, and the item is still the reviewer's to answer
+                assert d.state == models.State.needs_review and d.review_count == 1 and d.details["run"] != report["run_id"]
