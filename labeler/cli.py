@@ -352,15 +352,18 @@ def _print_run(report: dict) -> None:
         err.print(f"[yellow]every annotator failed honeypots {', '.join(report['guideline_suspects'])}: "
                   "check the guideline on them[/]")
     out.print("decisions: " + (", ".join(f"{k} {v}" for k, v in report["decisions"].items()) or "none"))
+    if report.get("sent_to_review_early"):
+        out.print(f"{report['sent_to_review_early']} items went to review before the last annotator: "
+                  "none of the dearer ones could have lifted them to the level")
 
 
 def _print_policy(policy: dict) -> None:
     if policy.get("reason"):
         err.print(f"[yellow]no automatic labels: {policy['reason']}[/]", highlight=False)
     if policy.get("lambda") is not None:
-        out.print(f"accepting items whose posterior reaches {policy['lambda']:.4f}: accepted accuracy >= "
+        out.print(f"accepting items whose posterior reaches {policy['lambda']:.6f}: accepted accuracy >= "
                   f"{policy['target_accuracy']} with probability {policy['confidence']:.2f} "
-                  f"(bound on held-out gold {policy['accuracy_bound']:.3f})")
+                  f"(lower bound on cross-fitted calibration gold {policy['accuracy_bound']:.3f})")
     if policy.get("calibrated_accuracy"):
         out.print("accuracy on calibration gold: " + ", ".join(f"{k} {v}" for k, v in policy["calibrated_accuracy"].items()))
 
@@ -627,7 +630,8 @@ def replay(
     gold: Annotated[Path, typer.Option(help="A `task,label` file.")],
     target_accuracy: Annotated[float, typer.Option(min=0.5, max=0.9999, help="Accuracy automatically accepted labels must reach.")] = 0.95,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999, help="Probability that the guarantee holds.")] = 0.9,
-    seed: Annotated[int, typer.Option(help="Picks the calibration half and the order votes are bought in.")] = 0,
+    seed: Annotated[int, typer.Option(help="Picks the gold's folds and the order of equally skilled workers.")] = 0,
+    order: Annotated[str, typer.Option(help="Buy each item's votes `skill` (best worker first) or `random`.")] = "skill",
     as_json: JsonOpt = False,
 ) -> None:
     """What-if: the cascade on historical votes, each vote bought one at a time."""
@@ -635,16 +639,21 @@ def replay(
     from routing.replay import replay as run_replay
 
     try:
-        result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed)
+        result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, order=order)
     except ValueError as exc:
         raise LabelerError(str(exc)) from exc
     if as_json:
         emit(result)
         return
+    oracle = result["oracle_auto_fraction"]
     out.print(
-        f"{result['test_items']} test items: {result['auto_fraction']:.1%} accepted automatically at accuracy "
-        f"{result['auto_accuracy']} (target {target_accuracy}); accuracy over all {result['accuracy_all']}; "
-        f"votes used {result['votes_used']} of {result['votes_available']}."
+        f"{result['test_items']} gold items, each measured once ({result['folds']} folds): "
+        f"{result['auto_fraction']:.1%} accepted automatically at accuracy {result['auto_accuracy']} "
+        f"(target {target_accuracy}, confidence {confidence}); the oracle's share {oracle:.1%}"
+        + (f", {result['oracle_ratio']:.0%} of it" if result["oracle_ratio"] is not None else "") + ".\n"
+        f"Votes used {result['votes_used']} of {result['votes_available']} "
+        f"({result['votes_used'] / result['votes_available']:.0%}); accuracy over all items {result['accuracy_all']} "
+        f"(Dawid-Skene with every vote: {result['ds_accuracy']})."
     )
 
 

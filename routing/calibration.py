@@ -2,12 +2,18 @@
 
 The guarantee: with probability at least `confidence` over the draw of the gold that tests
 it, the items a level accepts have accuracy at least `target_accuracy`, for items drawn from
-the same distribution as the gold. Levels are chosen by fixed-sequence testing
-(Learn-then-Test): candidates are tested from the strictest to the loosest with a one-sided
-Clopper-Pearson bound, stopping at the first that fails, so no correction is needed along a
-sequence; two sequences with different starting points share the error budget (Bonferroni).
-It does not hold when the gold is not representative of the new items (picked differently,
-or the data drifted since).
+the same distribution as the gold, as long as the scores the level is tested on came from a
+model that never saw those gold labels. It does not hold when the gold is not representative
+of the new items (picked differently, or the data drifted since).
+
+The level is chosen by fixed-sequence testing (Learn-then-Test): candidate levels are tested
+one after the other with a one-sided Clopper-Pearson bound, stopping at the first that fails,
+so no correction is needed along the sequence. The sequence runs over coverage: it starts at
+the level that accepts START_COVERAGE of the gold (or the fewest items a flawless set needs
+to pass) and loosens by STEP of the gold at a time. Levels come from the scores alone, never
+from which items are right, so the test stays valid. Starting at the very top would let one
+unlucky item there end the sequence with nothing accepted: a set too small to test certifies
+nothing, and the most confident block is not always the most accurate one.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import beta
 
-GRID = np.unique(np.concatenate([np.linspace(0.0, 0.99, 100), 1 - np.logspace(-2, -6, 41)]))
+START_COVERAGE = 0.2  # the first level tested accepts this share of the gold
+STEP = 0.02  # each next level accepts this much more of the gold
 
 
 def clopper_pearson_lower(successes: int, n: int, delta: float) -> float:
@@ -30,77 +37,86 @@ def min_n(target: float, delta: float) -> int:
     return int(np.ceil(np.log(delta) / np.log(target)))
 
 
-def start_n(target: float, delta: float, available: int, errors: int = 0) -> int:
-    """Where a fixed-sequence test should start: the fewest accepted items whose bound could
-    clear the target with `errors` wrong among them (fewer if there are not that many items).
-
-    Starting at the bare minimum makes the first test fail on one unlucky error, which ends
-    the sequence with nothing accepted. This depends only on counts, never on which items are
-    right, so the test stays valid."""
-    for allowed in range(errors, -1, -1):
-        n = max(min_n(target, delta), allowed + 1)
-        while n <= available and clopper_pearson_lower(n - allowed, n, delta) < target:
-            n += 1
-        if n <= available:
-            return n
-    return min_n(target, delta)
+def start_n(target: float, delta: float) -> int:
+    """The fewest items whose bound clears the target with half the errors it allows: a test
+    that starts smaller fails on the first unlucky error."""
+    n = min_n(target, delta)
+    while clopper_pearson_lower(n - int(n * (1 - target) / 2), n, delta) < target:
+        n += 1
+    return n
 
 
-# Fixed sequences run side by side, each on an equal share of the error budget (Bonferroni):
-# one starts as soon as a flawless run could pass, one where a few errors are tolerable.
-STARTS = (0, 3)
+def choose_level(best: np.ndarray, evaluate, target: float, delta: float,
+                 scores: np.ndarray | None = None) -> tuple[float, float | None]:
+    """The loosest level whose accepted items pass the accuracy test, and its bound.
 
-
-def fixed_sequence(evaluate, available: int, target: float, delta: float) -> tuple[float, float | None]:
-    """The loosest level on GRID whose accepted items pass the accuracy test, and its bound.
-
-    `evaluate(level)` gives (accepted, right) for a level; levels are tested strictest first and
-    each sequence stops at its first failure. (inf, None): nothing can be accepted."""
-    best, best_bound = np.inf, None
-    share = delta / len(STARTS)
-    for errors in STARTS:
-        need = start_n(target, share, available, errors)
-        for level in GRID[::-1]:
-            accepted, right = evaluate(level)
-            if accepted < need:
-                continue
-            bound = clopper_pearson_lower(right, accepted, share)
-            if bound < target:
-                break
-            if level < best:
-                best, best_bound = float(level), bound
-    return best, best_bound
+    `best[i]`: the highest score gold item i reaches (accepted at a level exactly when best >= it;
+    -inf: never asked). `scores`: every score any item has at any stage, where items are asked in
+    stages: below the level where every item is accepted, a lower level still moves acceptance to
+    earlier, cheaper stages, so levels continue through these scores' quantiles.
+    `evaluate(level)` gives (accepted, right). (inf, None): nothing can be accepted."""
+    n = len(best)
+    if n < min_n(target, delta):
+        return np.inf, None
+    ranked = np.sort(np.asarray(best, float))[::-1]
+    start = max(START_COVERAGE, start_n(target, delta) / n)
+    steps = np.arange(start, 1.0 + STEP, STEP)
+    levels = ranked[np.minimum(np.ceil(steps * n).astype(int), n) - 1]
+    if scores is not None and len(scores):
+        finite = np.asarray(scores, float)[np.isfinite(scores)]
+        lower = np.quantile(finite, np.arange(1.0, 0.0, -STEP)) if len(finite) else np.array([])
+        levels = np.concatenate([levels, lower[lower < levels.min(initial=np.inf)]])
+    level, bound, tested = np.inf, None, None
+    for candidate in levels:
+        if candidate == -np.inf or candidate == tested:
+            continue  # no item reaches it, or the same level as the last test
+        tested = candidate
+        accepted, right = evaluate(candidate)
+        lower_bound = clopper_pearson_lower(right, accepted, delta)
+        if lower_bound < target:
+            break
+        level, bound = float(candidate), lower_bound
+    return level, bound
 
 
 class Calibrator:
-    """Maps an aggregate's confidence to the probability of being right.
+    """Maps an aggregate's confidence, given as the log-odds of its top label, to the probability
+    of being right.
 
-    Platt scaling on the confidence's log-odds: a logistic regression, monotone and smooth,
-    which keeps the resolution of posteriors near 1 (isotonic steps flatten them), so
-    near-certain items stay distinguishable from merely likely ones."""
+    Platt scaling: a logistic regression on the log-odds, monotone and smooth, which keeps the
+    resolution of posteriors near 1 (isotonic steps flatten them), so near-certain items stay
+    distinguishable from merely likely ones."""
 
-    def fit(self, scores: np.ndarray, correct: np.ndarray) -> "Calibrator":
+    def fit(self, log_odds: np.ndarray, correct: np.ndarray) -> "Calibrator":
         from sklearn.linear_model import LogisticRegression
 
-        scores, correct = np.asarray(scores, float), np.asarray(correct, int)
+        log_odds, correct = _finite(log_odds), np.asarray(correct, int)
         self.model_ = None
         self.base_rate_ = float(correct.mean()) if len(correct) else 0.0
-        if len(scores) >= 10 and 0 < correct.mean() < 1:
-            self.model_ = LogisticRegression(C=100.0).fit(_logit(scores)[:, None], correct)
+        if len(log_odds) >= 10 and 0 < correct.mean() < 1:
+            self.model_ = LogisticRegression(C=100.0).fit(log_odds[:, None], correct)
             if self.model_.coef_[0, 0] <= 0:  # confidence that does not predict correctness
                 self.model_ = None
         return self
 
-    def predict(self, scores: np.ndarray) -> np.ndarray:
-        scores = np.asarray(scores, float)
+    def predict(self, log_odds: np.ndarray) -> np.ndarray:
+        log_odds = _finite(log_odds)
         if self.model_ is None:
-            return np.full(len(scores), self.base_rate_)
-        return self.model_.predict_proba(_logit(scores)[:, None])[:, 1]
+            return np.full(len(log_odds), self.base_rate_)
+        return self.model_.predict_proba(log_odds[:, None])[:, 1]
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-9, 1 - 1e-9)
+def _finite(log_odds) -> np.ndarray:
+    return np.clip(np.asarray(log_odds, float), -50.0, 50.0)
+
+
+def log_odds(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-12, 1 - 1e-12)
     return np.log(p) - np.log1p(-p)
+
+
+def probability(log_odds) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(log_odds, float)))
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:

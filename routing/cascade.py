@@ -1,64 +1,75 @@
-"""The cascade: ask annotators (or buy votes) one stage at a time, stop when the label can be trusted.
+"""The cascade: ask annotators (or buy votes) one stage at a time; stop when the label can be
+trusted, or as soon as it never could be.
 
-A ConfusionModel learns each worker's confusion matrix from gold; the posterior after any set
-of votes follows from it. An item is accepted at the first stage whose posterior confidence
-reaches one level, lambda, shared by all stages and labels. A CascadePolicy also calibrates,
-per stage and predicted label, that confidence into the probability of being right (Platt),
-which is what decisions report.
+A ConfusionModel gives every vote a log-likelihood per true label (per worker, shrunk toward
+everyone's pooled matrix); an item's posterior after each stage follows (Paths). An item is
+accepted at the first stage whose posterior's top probability reaches one level, lambda, shared
+by all stages and labels; an item that no remaining stage could lift to lambda stops there and
+goes to review (futility: it would not have been accepted with every vote either, so no
+decision changes, only the votes it would have wasted are saved). A CascadePolicy also
+calibrates, per stage and predicted label, that confidence into the probability of being
+right (Platt), which is what decisions report.
 
-Lambda is chosen on gold the models never saw (sample splitting), by fixed-sequence testing
-of the accepted items' accuracy over the whole cascade with a one-sided Clopper-Pearson bound
-(see routing.calibration): with probability at least `confidence`, the accuracy of
-automatically accepted items is at least `target_accuracy`, as long as new items come from
-the same distribution as the gold. One lambda rather than one per label: splitting the error
-budget over labels (and stages) cost most of the automatic share at the gold sizes we have
-(bench/replay.py); thresholding the raw posterior kept its resolution near 1, which
-calibrated maps flattened.
+Lambda is chosen on gold whose scores came from a model that never saw its labels, by
+fixed-sequence testing over coverage (routing.calibration.choose_level): with probability at
+least `confidence`, the accuracy of automatically accepted items is at least
+`target_accuracy`, as long as new items come from the same distribution as the gold. One
+lambda rather than one per label: splitting the error budget over labels and stages cost more
+of the automatic share than it bought at the gold sizes we have.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from routing.calibration import Calibrator, fixed_sequence
+from routing.calibration import Calibrator, choose_level, probability
 from routing.votes import softmax_rows
-
-MIN_PER_LABEL = 20  # calibrate per label when a label has this many gold items with both outcomes
 
 
 class ConfusionModel:
-    """Per-worker confusion matrices counted on gold, shrunk toward the pooled matrix.
+    """Per-worker confusion matrices P(vote | true label), shrunk toward the pooled matrix.
 
-    Workers with few gold votes borrow strength from everyone's (`shrinkage` pseudo-votes);
-    workers never seen on gold get the pooled matrix."""
+    Fitted on votes whose true labels are known (gold: one-hot) or believed (Dawid-Skene's
+    posteriors: soft). Workers with few votes borrow strength from everyone's (`shrinkage`
+    pseudo-votes); workers never seen get the pooled matrix. No cell is zero, so no single
+    vote can veto a label."""
 
-    def __init__(self, n_labels: int, shrinkage: float = 2.0, smoothing: float = 0.5):
+    def __init__(self, n_labels: int, shrinkage: float = 1.0, smoothing: float = 0.5):
         self.n_labels = n_labels
         self.shrinkage = shrinkage
         self.smoothing = smoothing
 
-    def fit(self, workers: list, observed: np.ndarray, truth: np.ndarray) -> "ConfusionModel":
+    def fit(self, workers: list, observed: np.ndarray, truth: np.ndarray, priors: np.ndarray | None = None) -> "ConfusionModel":
+        """`truth`: a label index per vote, or an (n_votes x K) matrix of probabilities."""
         K = self.n_labels
+        truth = np.asarray(truth)
+        soft = truth if truth.ndim == 2 else np.eye(K)[truth.astype(np.int64)]
         names = sorted(set(workers), key=str)
         self.index_ = {w: i for i, w in enumerate(names)}
         w_idx = np.array([self.index_[w] for w in workers], dtype=np.int64)
-        counts = np.zeros((len(names), K, K))
-        np.add.at(counts, (w_idx, truth, observed), 1.0)
+        counts = np.zeros((len(names), K, K))  # [worker, true, observed]
+        np.add.at(counts, (w_idx, slice(None), np.asarray(observed, np.int64)), soft)
         pooled = counts.sum(axis=0) + self.smoothing
         self.pooled_ = pooled / pooled.sum(axis=1, keepdims=True)
         conf = counts + self.shrinkage * self.pooled_[None]
         self.log_errors_ = np.log(conf / conf.sum(axis=2, keepdims=True))
         self.log_pooled_ = np.log(self.pooled_)
-        priors = np.bincount(truth, minlength=K) + 1.0
-        self.log_priors_ = np.log(priors / priors.sum())
+        if priors is None:
+            priors = np.bincount(truth, minlength=K) + 1.0 if truth.ndim == 1 else soft.sum(axis=0) + 1.0
+        self.log_priors_ = np.log(np.asarray(priors, float) / np.sum(priors))
         return self
+
+    def log_errors(self, worker) -> np.ndarray:
+        """log P(observed | true) for one worker: a K x K matrix [true, observed]."""
+        i = self.index_.get(worker)
+        return self.log_pooled_ if i is None else self.log_errors_[i]
 
     def vote_log_likelihood(self, worker, observed: int) -> np.ndarray:
         """log P(this vote | true label) for each true label."""
-        i = self.index_.get(worker)
-        return (self.log_pooled_ if i is None else self.log_errors_[i])[:, observed]
+        return self.log_errors(worker)[:, observed]
 
     def posterior(self, votes: list[tuple]) -> np.ndarray:
         """P(true label | votes) for one task's (worker, label index) votes."""
@@ -67,18 +78,120 @@ class ConfusionModel:
             logits += self.vote_log_likelihood(worker, observed)
         return softmax_rows(logits[None])[0]
 
+    def reach(self, workers: list) -> np.ndarray:
+        """The most one vote by any of `workers` can move logit_j - logit_k toward label k: a K x K
+        matrix [j, k] of the least change (never above 0: a vote may also be an abstention)."""
+        key = tuple(workers)
+        cache = self.__dict__.setdefault("_reach", {})
+        if key not in cache:
+            out = np.zeros((self.n_labels, self.n_labels))
+            for worker in workers:
+                e = self.log_errors(worker)  # [true, observed]
+                out = np.minimum(out, (e[:, None, :] - e[None, :, :]).min(axis=2))
+            cache[key] = out
+        return cache[key]
+
 
 @dataclass
-class StageScores:
-    """For n tasks at one stage: the predicted label index and the posterior's top probability."""
+class Paths:
+    """n items asked stage by stage: the unnormalised log posterior after each stage.
 
-    predicted: np.ndarray
-    score: np.ndarray
-    active: np.ndarray  # the task has a vote at this stage (it can be judged here)
+    An item's score at a stage is the log-odds of its top label (-inf where the stage was not
+    reached): the posterior's top probability, without the rounding to 1.0 that would tie the
+    most confident items. `active[i, s]`: item i reached stage s (a vote there, or an abstention).
+    `reach[i or 0, s]`: the most a vote at stage s could move each logit difference (see
+    ConfusionModel.reach), for the futility bound; it broadcasts over items when shared."""
 
-    @classmethod
-    def from_posteriors(cls, posteriors: np.ndarray, active: np.ndarray) -> "StageScores":
-        return cls(posteriors.argmax(axis=1), posteriors.max(axis=1), np.asarray(active, bool))
+    logits: np.ndarray  # (n, S, K)
+    active: np.ndarray  # (n, S)
+    reach: np.ndarray  # (n or 1, S, K, K)
+
+    def __post_init__(self):
+        self.predicted = self.logits.argmax(axis=2)
+        top = np.take_along_axis(self.logits, self.predicted[..., None], axis=2)[..., 0]
+        others = np.where(np.arange(self.logits.shape[2]) == self.predicted[..., None], -np.inf, self.logits)
+        with np.errstate(divide="ignore"):
+            self.score = np.where(self.active, top - _logsumexp(others, axis=2), -np.inf)
+
+    def confidence(self, s: int) -> np.ndarray:
+        """The posterior's top probability at stage s."""
+        return probability(self.score[:, s])
+
+    def __getitem__(self, rows) -> "Paths":
+        reach = self.reach if len(self.reach) == 1 else self.reach[rows]
+        return Paths(self.logits[rows], self.active[rows], reach)
+
+    @property
+    def n_stages(self) -> int:
+        return self.logits.shape[1]
+
+    def best(self) -> np.ndarray:
+        """Each item's highest score at any stage: it is accepted at level lam exactly when best >= lam."""
+        return self.score.max(axis=1) if self.n_stages else np.full(len(self.logits), -np.inf)
+
+    def accept(self, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        """The stage at which each item is accepted (-1: never) and its predicted label then."""
+        taken = self.score >= lam
+        any_ = taken.any(axis=1)
+        first = np.where(any_, taken.argmax(axis=1), -1)
+        label = np.where(any_, self.predicted[np.arange(len(first)), np.maximum(first, 0)], -1)
+        return first, label
+
+    def futile(self, s: int, lam: float) -> np.ndarray:
+        """Items that no later stage could take to lam, whatever its votes: an upper bound on the
+        posterior of each label after each later stage, from the most each vote could move it."""
+        n, S, K = self.logits.shape
+        if s + 1 >= S or not np.isfinite(lam):
+            return np.ones(n, bool)
+        L = self.logits[:, s]  # (n, K)
+        gap = L[:, :, None] - L[:, None, :]  # [i, j, k]: logit_j - logit_k now
+        moves = np.cumsum(np.broadcast_to(self.reach[:, s + 1:], (n, S - s - 1, K, K)), axis=1)
+        shifted = gap[:, None] + moves  # (n, later stages, j, k)
+        shifted[:, :, np.arange(K), np.arange(K)] = -np.inf  # log-odds of k: minus the logsumexp over j != k
+        with np.errstate(divide="ignore"):
+            upper = -_logsumexp(shifted, axis=2)  # (n, later stages, k)
+        return upper.max(axis=(1, 2)) < lam
+
+    def votes_used(self, lam: float, first: np.ndarray) -> np.ndarray:
+        """Stages asked per item: up to its acceptance, or up to the stage after which it was futile."""
+        used = np.where(first >= 0, first + 1, self.active.sum(axis=1))
+        open_ = first < 0
+        for s in range(self.n_stages):
+            stop = open_ & self.active[:, s] & self.futile(s, lam)
+            used[stop] = s + 1
+            open_ &= ~stop
+        return used
+
+
+def build_paths(model: ConfusionModel, tasks: list, ordered: dict, n_stages: int,
+                stage_workers: list[list] | None = None) -> Paths:
+    """Paths for `tasks` under one model. `ordered[task]` lists its votes by stage: (worker, label
+    index), or None where that stage's worker abstained (no information, but the stage was reached).
+
+    The futility bound needs who may vote at each later stage: `stage_workers[s]` (the same for
+    every task: an annotator's confidence bands), or, without it, the worker of each recorded vote."""
+    K, n = model.n_labels, len(tasks)
+    rows, stages, workers, observed = [], [], [], []
+    active = np.zeros((n, n_stages), bool)
+    for i, t in enumerate(tasks):
+        for s, vote in enumerate(ordered[t][:n_stages]):
+            active[i, s] = True
+            if vote is not None:
+                rows.append(i), stages.append(s), workers.append(vote[0]), observed.append(vote[1])
+    unknown = len(model.index_)  # workers the model never saw get the pooled matrix
+    w = np.array([model.index_.get(x, unknown) for x in workers], dtype=np.int64)
+    errors = np.concatenate([model.log_errors_, model.log_pooled_[None]])
+    steps = np.zeros((n, n_stages, K))
+    steps[np.array(rows, np.int64), np.array(stages, np.int64)] = errors[w, :, np.array(observed, np.int64)]
+    logits = model.log_priors_ + np.cumsum(steps, axis=1)
+    if stage_workers is not None:
+        reach = np.stack([model.reach(stage_workers[s]) for s in range(n_stages)])[None] if n_stages else \
+            np.zeros((1, 0, K, K))
+    else:
+        per_worker = np.stack([model.reach([x]) for x in model.index_] + [model.reach([None])])
+        reach = np.zeros((n, n_stages, K, K))
+        reach[np.array(rows, np.int64), np.array(stages, np.int64)] = per_worker[w]
+    return Paths(logits, active, reach)
 
 
 class CascadePolicy:
@@ -87,18 +200,39 @@ class CascadePolicy:
         self.target = target
         self.delta = 1.0 - confidence
 
-    def _fit_calibrators(self, stages: list[StageScores], truth: np.ndarray) -> None:
-        self.calibrators_ = []
-        for stage in stages:
-            mask = stage.active
-            correct = stage.predicted == truth
-            pooled = Calibrator().fit(stage.score[mask], correct[mask])
+    def fit(self, paths: Paths, truth) -> "CascadePolicy":
+        """Calibrators and lambda from gold paths whose scores never saw the gold labels."""
+        truth = np.asarray(truth)
+        self._gold = (paths, truth)  # the calibrators are fitted on it when first needed
+
+        def evaluate(lam):
+            first, label = paths.accept(lam)
+            taken = first >= 0
+            return int(taken.sum()), int((label[taken] == truth[taken]).sum())
+
+        self.lambda_, self.bound_ = choose_level(paths.best(), evaluate, self.target, self.delta,
+                                                 paths.score[paths.active])
+        if np.isfinite(self.lambda_):  # never down to a posterior that says nothing (1/K)
+            self.lambda_ = float(max(self.lambda_, -np.log(max(len(self.label_names) - 1, 1)) + 1e-9))
+        self.n_test_ = len(truth)
+        return self
+
+    @cached_property
+    def calibrators_(self) -> list:
+        paths, truth = self._gold
+        calibrators = []
+        for s in range(paths.n_stages):
+            mask = paths.active[:, s]
+            predicted, score = paths.predicted[:, s], paths.score[:, s]
+            correct = predicted == truth
+            pooled = Calibrator().fit(score[mask], correct[mask])
             per_label = {}
             for k in range(len(self.label_names)):
-                m = mask & (stage.predicted == k)
+                m = mask & (predicted == k)
                 if m.sum() >= MIN_PER_LABEL and 0 < correct[m].mean() < 1:
-                    per_label[k] = Calibrator().fit(stage.score[m], correct[m])
-            self.calibrators_.append((pooled, per_label))
+                    per_label[k] = Calibrator().fit(score[m], correct[m])
+            calibrators.append((pooled, per_label))
+        return calibrators
 
     def calibrated(self, s: int, predicted: np.ndarray, score: np.ndarray) -> np.ndarray:
         pooled, per_label = self.calibrators_[min(s, len(self.calibrators_) - 1)]
@@ -109,99 +243,26 @@ class CascadePolicy:
                 out[m] = calibrator.predict(score[m])
         return out
 
-    def simulate(self, stages: list[StageScores], lam: float) -> tuple[np.ndarray, np.ndarray]:
-        """The stage at which each task is accepted (-1: never) and its predicted label then."""
-        n = len(stages[0].score)
-        accepted_at = np.full(n, -1)
-        label = stages[-1].predicted.copy()
-        for s, stage in enumerate(stages):
-            open_ = (accepted_at < 0) & stage.active
-            take = open_ & (stage.score >= lam)
-            accepted_at[take] = s
-            label[take] = stage.predicted[take]
-        return accepted_at, label
-
-    def fit(self, fit_stages: list[StageScores], fit_truth, test_stages: list[StageScores], test_truth) -> "CascadePolicy":
-        """Calibrators on the fit part; lambda by fixed-sequence testing on the test part."""
-        fit_truth, test_truth = np.asarray(fit_truth), np.asarray(test_truth)
-        self._fit_calibrators(fit_stages, fit_truth)
-
-        def evaluate(lam):
-            accepted_at, label = self.simulate(test_stages, lam)
-            taken = accepted_at >= 0
-            return int(taken.sum()), int((label[taken] == test_truth[taken]).sum())
-
-        self.lambda_, self.bound_ = fixed_sequence(evaluate, len(test_truth), self.target, self.delta)
-        if np.isfinite(self.lambda_):
-            # Never below what the test gold covered: snap up to the lowest score it accepted there
-            # (the accepted set is the same), and never down to a posterior that says nothing.
-            seen = np.concatenate([st.score[st.active & (st.score >= self.lambda_)] for st in test_stages])
-            floor = 1.0 / len(self.label_names) + 1e-9
-            self.lambda_ = float(max(seen.min() if len(seen) else self.lambda_, floor))
-        self.n_test_ = len(test_truth)
-        return self
+    @property
+    def level(self) -> float | None:
+        """Lambda as the posterior probability an item needs (None: nothing is accepted)."""
+        return float(probability(self.lambda_)) if np.isfinite(self.lambda_) else None
 
     def thresholds(self, s: int) -> dict[str, dict[str, float]]:
         """Per label at stage s: the aggregate confidence an item needs, and what it means calibrated."""
         out = {}
         for k, name in enumerate(self.label_names):
-            tau = self.lambda_
-            calibrated = float(self.calibrated(s, np.array([k]), np.array([tau]))[0]) if np.isfinite(tau) else None
-            out[str(name)] = {"confidence": tau, "calibrated": calibrated}
+            finite = np.isfinite(self.lambda_)
+            calibrated = float(self.calibrated(s, np.array([k]), np.array([self.lambda_]))[0]) if finite else None
+            out[str(name)] = {"confidence": self.level, "calibrated": calibrated}
         return out
 
 
-def split_gold(n: int, seed: int, fit_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the gold used to fit the models, and of the gold that tests lambda."""
-    order = np.random.default_rng(seed).permutation(n)
-    cut = int(round(n * fit_share))
-    return np.sort(order[:cut]), np.sort(order[cut:])
+MIN_PER_LABEL = 20  # calibrate per label when a label has this many gold items with both outcomes
 
 
-def stage_scores(model: ConfusionModel, tasks: list, ordered: dict, n_stages: int, K: int) -> list[StageScores]:
-    """Posteriors after each stage. `ordered[task]` lists its votes by stage: (worker, label index),
-    or None where that stage's worker abstained (no information, but the stage was reached)."""
-    stages = []
-    for s in range(n_stages):
-        post = np.empty((len(tasks), K))
-        active = np.zeros(len(tasks), bool)
-        for i, t in enumerate(tasks):
-            post[i] = model.posterior([v for v in ordered[t][: s + 1] if v is not None])
-            active[i] = len(ordered[t]) > s
-        stages.append(StageScores.from_posteriors(post, active))
-    return stages
-
-
-def _fit_model(tasks: list, ordered: dict, gold_idx: dict, K: int) -> ConfusionModel:
-    votes = [(v[0], v[1], gold_idx[t]) for t in tasks for v in ordered[t] if v is not None]
-    workers = [w for w, _, _ in votes]
-    return ConfusionModel(K).fit(
-        workers, np.array([o for _, o, _ in votes], np.int64), np.array([g for _, _, g in votes], np.int64)
-    )
-
-
-def fit_cascade(calib: list, ordered: dict, gold_idx: dict, label_names: list, n_stages: int,
-                target: float, confidence: float, seed: int = 0, folds: int = 5) -> tuple[ConfusionModel, CascadePolicy]:
-    """Worker model and policy from gold: half fits them, the other half tests lambda.
-
-    The calibrators learn from out-of-fold posteriors within the fit half, so they see honest
-    scores, as new items' will be."""
-    K = len(label_names)
-    fit_i, check_i = split_gold(len(calib), seed)
-    fit, check = [calib[i] for i in fit_i], [calib[i] for i in check_i]
-    model = _fit_model(fit, ordered, gold_idx, K)
-    fold = np.random.default_rng(seed).permutation(np.arange(len(fit)) % folds)
-    oof = [StageScores(np.zeros(len(fit), int), np.zeros(len(fit)), np.zeros(len(fit), bool)) for _ in range(n_stages)]
-    for f in range(folds):
-        inside = [t for t, g in zip(fit, fold) if g != f]
-        held = np.nonzero(fold == f)[0]
-        if not len(held) or not inside:
-            continue
-        fold_model = _fit_model(inside, ordered, gold_idx, K)
-        for s, stage in enumerate(stage_scores(fold_model, [fit[i] for i in held], ordered, n_stages, K)):
-            oof[s].predicted[held], oof[s].score[held], oof[s].active[held] = stage.predicted, stage.score, stage.active
-    policy = CascadePolicy(label_names, target, confidence).fit(
-        oof, [gold_idx[t] for t in fit],
-        stage_scores(model, check, ordered, n_stages, K), [gold_idx[t] for t in check],
-    )
-    return model, policy
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(x - top).sum(axis=axis)) + np.squeeze(top, axis=axis)

@@ -6,8 +6,12 @@
    unseen honeypots rides along with each stage. An annotator that does significantly worse
    on them than on calibration gold has a "bad day": its votes in this run are set aside.
 3. After each stage, items whose posterior confidence reaches the level are accepted (`auto`);
-   what is left after the last stage goes to review (`needs_review`).
-Without enough calibration gold there is no guarantee, so nothing is accepted automatically.
+   items that no later annotator could lift to the level go to review at once (`needs_review`,
+   asking nobody else: their votes would buy nothing); what is left after the last stage goes
+   to review too.
+Without a certified level (too little calibration gold, or none passes the test) nothing is
+accepted automatically, so new items get the first annotator's vote, as a suggestion for the
+reviewers, and no dearer one.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from routing.project import (
     honeypot_check,
     honeypots,
     load_votes,
-    posteriors,
+    scores,
 )
 
 SETTLED = (State.gold, State.confirmed, State.escalated)
@@ -109,7 +113,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
 
     reports = {r.name: r for r in ask(askers, calibration)}
     policy = fit_policy(ws, stages, gold=gold)
-    open_items, accepted, bad_days, honeypots = list(todo), {}, {}, {}
+    open_items, accepted, bad_days, honeypots, futile = list(todo), {}, {}, {}, 0
     for s, asker in enumerate(askers):
         if not open_items:
             break
@@ -121,14 +125,19 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
             honeypots[asker.name] = check
             if check.get("bad_day"):
                 bad_days[asker.name] = asker.annotator_id
-        if policy.ready:
-            votes = load_votes(ws, stages, open_items, {(a, run_id) for a in bad_days.values()})
-            scores = posteriors(policy, votes, open_items, s)
-            take = scores.active & (scores.score >= policy.policy.lambda_)
-            calibrated = policy.policy.calibrated(s, scores.predicted, scores.score)
-            for i in np.nonzero(take)[0]:
-                accepted[open_items[i]] = (s, int(scores.predicted[i]), float(calibrated[i]), float(scores.score[i]))
-            open_items = [item for i, item in enumerate(open_items) if not take[i]]
+        if not policy.ready:
+            break  # no level is certified: the first annotator's votes are suggestions, dearer ones buy nothing
+        votes = load_votes(ws, stages, open_items, {(a, run_id) for a in bad_days.values()})
+        paths = scores(policy, votes, open_items)
+        lam = policy.policy.lambda_
+        take = paths.active[:, s] & (paths.score[:, s] >= lam)
+        calibrated = policy.policy.calibrated(s, paths.predicted[:, s], paths.score[:, s])
+        confidence = paths.confidence(s)
+        for i in np.nonzero(take)[0]:
+            accepted[open_items[i]] = (s, int(paths.predicted[i, s]), float(calibrated[i]), float(confidence[i]))
+        stop = ~take & paths.futile(s, lam)
+        futile += int(stop.sum()) if s + 1 < len(askers) else 0
+        open_items = [item for i, item in enumerate(open_items) if not (take[i] or stop[i])]
     decisions = _decide(ws, policy, todo, accepted, run_id, {(a, run_id) for a in bad_days.values()})
     result = {
         "run_id": run_id,
@@ -140,6 +149,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         "bad_day": sorted(bad_days),
         "guideline_suspects": guideline_suspects(ws, stages, run_id, gold),
         "decisions": decisions,
+        "sent_to_review_early": futile,
         "seconds": round(time.perf_counter() - started, 2),
     }
     with ws.session() as s:
@@ -160,14 +170,13 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
     rows, now = [], utcnow()
     votes = load_votes(ws, policy.stages, items, set_aside) if policy.stages else {}
     rest = [i for i in items if i not in accepted]
-    last = len(policy.stages) - 1
-    guess = posteriors(policy, votes, rest, last) if (policy.model is not None and rest) else None
+    guess = scores(policy, votes, rest) if (policy.models is not None and rest) else None
     method = "cascade:confusion+platt"
-    for item_id, (stage, k, calibrated, score) in accepted.items():
+    for item_id, (stage, k, calibrated, confidence) in accepted.items():
         rows.append({"item_id": item_id, "label": policy.label_names[k], "confidence": round(calibrated, 6),
                      "state": State.auto, "method": method, "updated_at": now,
                      "details": {"run": run_id, "stage": stage, "asked": [st.name for st in policy.stages[: stage + 1]],
-                                 "posterior": round(score, 6), "lambda": policy.policy.lambda_}})
+                                 "posterior": round(confidence, 6), "lambda": policy.policy.level}})
     for n, item_id in enumerate(rest):
         label, confidence = _fallback(policy, votes.get(item_id, {}), guess, n)
         rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
@@ -188,12 +197,14 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
 
 
 def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None]:
-    """The best guess for an item left to review: the posterior, else a majority; None without votes."""
+    """The best guess for an item left to review: the posterior after the stages it reached, else a
+    majority; None without votes."""
     if not any(label is not None for label, _ in votes.values()):
         return None, None
     if guess is not None:
-        calibrated = policy.policy.calibrated(len(policy.stages) - 1, guess.predicted[n:n + 1], guess.score[n:n + 1])
-        return policy.label_names[int(guess.predicted[n])], round(float(calibrated[0]), 6)
+        s = max(int(guess.active[n].sum()) - 1, 0)
+        k, score = guess.predicted[n:n + 1, s], guess.score[n:n + 1, s]
+        return policy.label_names[int(k[0])], round(float(policy.policy.calibrated(s, k, score)[0]), 6)
     labels = [label for label, _ in votes.values() if label is not None]
     best = max(set(labels), key=lambda lab: (labels.count(lab), -policy.label_names.index(lab)))
     return best, round(labels.count(best) / len(labels), 6)

@@ -3,6 +3,12 @@
 Stages are the project's annotators, cheapest first. An annotator's votes are split into
 confidence bands (terciles of its top probability on gold) and each band is its own worker in
 the confusion model, so a confident vote counts for more than a hesitant one.
+
+The worker model is cross-fitted: every item has a fold (a hash of its id, the same rule for
+gold and new items), and the items of fold f are scored by a model counted on the calibration
+gold of the other folds. So every calibration item's score comes from a model that never saw
+its label, and all of the calibration gold tests the acceptance level; a new item is scored
+exactly as a calibration item of its fold was, which is what makes the test speak for it.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from sqlalchemy import select
 
 from labeler import models
 from labeler.workspace import Workspace
-from routing.cascade import CascadePolicy, ConfusionModel, fit_cascade, stage_scores
+from routing.cascade import CascadePolicy, ConfusionModel, Paths, build_paths
 
 MIN_CALIBRATION = 20  # fewer calibration gold items than this: no policy, everything is reviewed
 HONEYPOT_ALPHA = 0.05  # significance of a "bad day"
+FOLDS = 5
+
+
+def fold_of(item_id: int) -> int:
+    """The item's fold: a fixed hash of its id (Knuth's multiplicative), for gold and new items alike."""
+    return (int(item_id) * 2654435761 % 2**32) % FOLDS
 
 
 @dataclass
@@ -34,7 +46,7 @@ class ProjectPolicy:
     stages: list[Stage]
     label_names: list[str]
     bands: dict[str, list[float]]  # annotator -> band edges on its top probability
-    model: ConfusionModel | None = None
+    models: list[ConfusionModel] | None = None  # one per fold, each counted on the other folds' gold
     policy: CascadePolicy | None = None
     reason: str | None = None  # why there is no policy
     skills: dict[str, float] = field(default_factory=dict)  # accuracy on calibration gold
@@ -46,6 +58,10 @@ class ProjectPolicy:
             return name
         return f"{name}|{int(np.searchsorted(edges, max(probs.values()), side='right'))}"
 
+    def stage_workers(self) -> list[list[str]]:
+        """Who may vote at each stage: the annotator, or each of its confidence bands."""
+        return [[s.name] + [f"{s.name}|{b}" for b in range(len(self.bands.get(s.name, [])) + 1)] for s in self.stages]
+
     @property
     def ready(self) -> bool:
         return self.policy is not None and np.isfinite(self.policy.lambda_)
@@ -54,7 +70,7 @@ class ProjectPolicy:
         data = {"stages": [s.name for s in self.stages], "calibrated_accuracy": self.skills, "reason": self.reason}
         if self.policy is not None:
             data |= {
-                "lambda": self.policy.lambda_ if np.isfinite(self.policy.lambda_) else None,
+                "lambda": self.policy.level,
                 "accuracy_bound": self.policy.bound_,
                 "target_accuracy": self.policy.target,
                 "confidence": 1 - self.policy.delta,
@@ -113,7 +129,7 @@ def ordered_votes(policy: ProjectPolicy, votes: dict, item_ids: list[int], upto:
     return ordered
 
 
-def fit_policy(ws: Workspace, stages: list[Stage], seed: int = 0, gold: dict | None = None) -> ProjectPolicy:
+def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> ProjectPolicy:
     """`gold`: gold_of(ws), when the caller has it already."""
     labels = ws.config.label_names
     gold = {i: g for i, g in (gold if gold is not None else gold_of(ws)).items() if g[1] == models.Split.calibration}
@@ -136,16 +152,37 @@ def fit_policy(ws: Workspace, stages: list[Stage], seed: int = 0, gold: dict | N
     target, confidence = ws.config.routing.target_accuracy, ws.config.routing.confidence
     ordered = ordered_votes(result, votes, calib, len(stages) - 1)
     gold_idx = {i: labels.index(gold[i][0]) for i in calib}
-    result.model, result.policy = fit_cascade(calib, ordered, gold_idx, labels, len(stages), target, confidence, seed)
+    result.models = []
+    for f in range(FOLDS):
+        train = [i for i in calib if fold_of(i) != f] or calib  # a fold that is all the gold: no better choice
+        pairs = [(v[0], v[1], gold_idx[i]) for i in train for v in ordered[i] if v is not None]
+        result.models.append(ConfusionModel(len(labels)).fit(
+            [w for w, _, _ in pairs], np.array([o for _, o, _ in pairs], np.int64),
+            np.array([g for _, _, g in pairs], np.int64)))
+    paths = cross_fitted(result, ordered, calib)
+    result.policy = CascadePolicy(labels, target, confidence).fit(paths, np.array([gold_idx[i] for i in calib]))
     if not result.ready:
         result.reason = f"no confidence level reaches accuracy {target} with probability {confidence} on this gold"
     return result
 
 
-def posteriors(policy: ProjectPolicy, votes: dict, item_ids: list[int], stage: int):
-    """StageScores at `stage` for these items (votes through that stage)."""
-    ordered = ordered_votes(policy, votes, item_ids, stage)
-    return stage_scores(policy.model, item_ids, ordered, stage + 1, len(policy.label_names))[-1]
+def cross_fitted(policy: ProjectPolicy, ordered: dict, item_ids: list[int]) -> Paths:
+    """Paths for these items, each scored by its fold's model; the futility bound holds for every fold."""
+    n, S, K = len(item_ids), len(policy.stages), len(policy.label_names)
+    logits, active = np.zeros((n, S, K)), np.zeros((n, S), bool)
+    folds = np.array([fold_of(i) for i in item_ids], dtype=np.int64)
+    for f, model in enumerate(policy.models):
+        rows = np.nonzero(folds == f)[0]
+        part = build_paths(model, [item_ids[r] for r in rows], ordered, S)
+        logits[rows], active[rows] = part.logits, part.active
+    workers = policy.stage_workers()
+    reach = np.stack([np.min([m.reach(workers[s]) for m in policy.models], axis=0) for s in range(S)])[None]
+    return Paths(logits, active, reach)
+
+
+def scores(policy: ProjectPolicy, votes: dict, item_ids: list[int]) -> Paths:
+    """Paths for these items from their votes so far (stages not yet asked are not reached)."""
+    return cross_fitted(policy, ordered_votes(policy, votes, item_ids, len(policy.stages) - 1), item_ids)
 
 
 def honeypots(gold: dict) -> dict[int, str]:
