@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -84,24 +84,37 @@ def byte_progress(path: Path, description: str):
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder for the new project (created if missing).")],
     name: Annotated[Optional[str], typer.Option(help="Project name (default: the folder's name).")] = None,
+    items: Annotated[Optional[Path], typer.Option(help="An items file: the project's fields are its columns.")] = None,
+    gold: Annotated[Optional[Path], typer.Option(help="A gold file: the project's labels are its labels.")] = None,
 ) -> None:
     """Create a working project: labeler.yaml and a guideline template."""
-    root = scaffold.init_project(directory, name)
+    root = scaffold.init_project(directory, name, items, gold)
     err.print(f"Created project [bold]{root.name}[/] in {root}")
-    err.print("Next: edit labeler.yaml and guidelines.md, then `labeler import items FILE`.")
+    steps = ["edit labeler.yaml (label definitions) and guidelines.md"]
+    steps += [f"labeler import items {Path(items).resolve()}"] if items else ["labeler import items FILE"]
+    steps += [f"labeler import gold {Path(gold).resolve()}"] if gold else []
+    err.print("Next, in that folder: " + "; ".join(steps) + ".", highlight=False)
+
+
+DEMO_FOLDER = Path("labeler-demo")
+DEMO_REVIEWER = "demo"
 
 
 @command()
 def demo(
-    directory: Annotated[Optional[Path], typer.Argument(help="Folder for the demo project (default: a temporary one).")] = None,
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = DEMO_FOLDER,
     as_json: JsonOpt = False,
 ) -> None:
-    """Set up the bundled example project and run the pipeline on it."""
+    """Set up the bundled example project and run the whole loop on it: import, measure the
+    annotators on gold, label what can be trusted, send the rest to review, export."""
+    import secrets
+
+    from labeler.users import add_user
     from prompts.annotators import build_askers
     from routing.flow import run_project
 
     started = time.perf_counter()
-    root = scaffold.copy_example(Path(directory) if directory else Path(tempfile.mkdtemp(prefix="labeler-demo-")))
+    root = scaffold.copy_example(directory)
     ws = open_workspace(root)
     steps: dict[str, Any] = {"project": str(root)}
     steps["import_items"] = _import(ws, root / "items.csv", gold=False, quiet=as_json).as_dict()
@@ -113,6 +126,9 @@ def demo(
     steps["status"] = exporting.project_status(ws)
     steps["export"] = {"file": str(root / "labels.jsonl"), "rows": exporting.export_to_path(ws, root / "labels.jsonl")}
     steps["answer_key"] = scaffold.score_against_answers(root / "labels.jsonl", root / "answers.csv")
+    password = secrets.token_urlsafe(9)
+    add_user(ws.engine, DEMO_REVIEWER, Role.reviewer, password)
+    steps["reviewer"] = {"name": DEMO_REVIEWER, "password": password}
     steps["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         emit(steps)
@@ -120,11 +136,19 @@ def demo(
     out.print(f"[bold]Demo project[/] {root}")
     out.print(f"Imported {steps['import_items']['items_added']} items and {steps['import_gold']['gold_added']} gold labels.")
     _print_run(steps["run"])
-    _print_status(steps["status"])
-    key = steps["answer_key"]
-    out.print(f"Against the answer key ({key['items']} items): automatic labels {key['auto']} at accuracy "
-              f"{key['auto_accuracy']}; all machine labels at accuracy {key['accuracy']}.")
-    out.print(f"Exported {steps['export']['rows']} rows to {steps['export']['file']} in {steps['seconds']} s.")
+    key, states = steps["answer_key"], steps["status"]["states"]
+    out.print(f"\n[bold]{states['auto']} of {key['items']} new items labeled automatically[/], "
+              f"{key['auto_accuracy']} right against the answer key (the guarantee: at least "
+              f"{steps['run']['policy'].get('target_accuracy')} with probability {steps['run']['policy'].get('confidence')}); "
+              f"{states['needs_review']} wait for review. {steps['seconds']} s in all.")
+    folder = Path(root).resolve()
+    here = folder if folder == Path.cwd().resolve() else os.path.relpath(folder)
+    out.print("\nLook at the result:", highlight=False)
+    out.print(f"  cd {here}", highlight=False)
+    out.print("  labeler serve                    # the review UI: http://127.0.0.1:8000/", highlight=False)
+    out.print(f"                                   # log in as {DEMO_REVIEWER} / {password}", highlight=False)
+    out.print("  labeler eval --report eval.html  # each annotator measured on gold, with plots", highlight=False)
+    out.print("  labeler export -o labels.csv     # every label with its confidence and votes", highlight=False)
 
 
 # --- import -------------------------------------------------------------------------------
@@ -338,6 +362,13 @@ def _print_run(report: dict) -> None:
             err.print(f"[red]{a['name']}: {n} x {message}[/]", highlight=False)
         if a["stopped"]:
             err.print(f"[bold red]{a['name']} {a['stopped']}[/]", highlight=False)
+    for a in report["annotators"]:
+        notes = a.get("notes") or {}
+        if notes.get("features"):
+            scores = notes.get("cv_accuracy")
+            why = (" (cross-validated accuracy " + ", ".join(f"{k} {v}" for k, v in scores.items()) + ")") if scores \
+                else (f" ({notes['reason']})" if notes.get("reason") else "")
+            out.print(f"{a['name']}: features {notes['features']}{why}", highlight=False)
     for name, reason in report.get("skipped", {}).items():
         err.print(f"[yellow]{name} skipped: {reason}[/]", highlight=False)
     if report.get("recorded"):
@@ -372,17 +403,18 @@ def _print_policy(policy: dict) -> None:
 def prompt_show(
     item: Annotated[Optional[str], typer.Option(help="Item id (default: the first item).")] = None,
     version: Annotated[Optional[str], typer.Option(help="Prompt version name (default: the current guideline).")] = None,
-    completion: Annotated[bool, typer.Option(help="Show the flattened text the local model gets.")] = False,
+    completion: Annotated[bool, typer.Option(help="The completion prompt the local model gets (a base model's).")] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the exact messages an item would get."""
     from labeler import local_llm
     from labeler.runner import find_item
+    from prompts.template import COMPLETION, TEMPLATE_ID
     from prompts.versions import resolve
 
     ws = open_workspace(project)
-    task = resolve(ws, version)
+    task = resolve(ws, version, COMPLETION if completion else TEMPLATE_ID)
     ref = find_item(ws, item)
     messages = task.messages(ref.fields)
     if as_json:
@@ -400,16 +432,18 @@ def prompt_show(
 @command(prompt_app, "list")
 def prompt_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """The prompt versions in the store (the current guideline's is registered if new)."""
+    from prompts.template import COMPLETION, TEMPLATE_ID
     from prompts.versions import list_versions, resolve
 
     ws = open_workspace(project)
-    current = resolve(ws)
+    current = {template: resolve(ws, None, template).name for template in (TEMPLATE_ID, COMPLETION)}
     versions = list_versions(ws)
     if as_json:
-        emit({"current": current.name, "versions": versions})
+        emit({"current": current[TEMPLATE_ID], "current_by_template": current, "versions": versions})
         return
     for v in versions:
-        out.print(f"{'*' if v['name'] == current.name else ' '} {v['name']}  {v['hash']}  {v['created_at'][:19]}  {v['examples']} examples")
+        mark = "*" if current.get(v["template"]) == v["name"] else " "
+        out.print(f"{mark} {v['name']}  {v['hash']}  {v['template']}  {v['created_at'][:19]}  {v['examples']} examples")
 
 
 # --- evaluation ---------------------------------------------------------------------------
@@ -447,19 +481,25 @@ def eval_command(
 
 
 def _print_eval(report: dict) -> None:
-    table = Table(title=f"{report['gold_items']} gold items (target accuracy {report['target_accuracy']})")
-    for column in ("entry", "accuracy", "coverage", "macro-F1", "kappa", "ECE", "AUROC", "auto share", "$/1000", "p50 ms"):
-        table.add_column(column, justify="left" if column == "entry" else "right")
-    fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
+    """One block per entry, so it reads in an 80-column terminal; --json has everything."""
+    fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    out.print(f"[bold]{report['gold_items']} gold items[/] (target accuracy {report['target_accuracy']})")
     for name, e in report["entries"].items():
-        table.add_row(name, fmt(e["accuracy"]), fmt(e["coverage"]), fmt(e["macro_f1"]), fmt(e["kappa"]),
-                      fmt(e["confidence"]["ece"]), fmt(e["confidence"]["auroc"]), fmt(e["confidence"]["auto_share"]),
-                      fmt(e["cost_per_1000"]), fmt(e["latency_ms"]["p50"]))
-    out.print(table)
+        c = e["confidence"]
+        out.print(f"\n[bold]{name}[/] ({e['asked']} asked)", highlight=False)
+        out.print(f"  accuracy {fmt(e['accuracy'])} · coverage {fmt(e['coverage'])} · macro-F1 {fmt(e['macro_f1'])}"
+                  f" · kappa {fmt(e['kappa'])}", highlight=False)
+        out.print(f"  confidence: ECE {fmt(c['ece'])} · AUROC {fmt(c['auroc'])} · share acceptable at the target "
+                  f"{fmt(c['auto_share'])}", highlight=False)
+        out.print("  recall: " + " · ".join(f"{label} {fmt(v['recall'])}" for label, v in e["per_label"].items()),
+                  highlight=False)
+        out.print(f"  ${fmt(e['cost_per_1000'])} per 1,000 items · latency p50 {fmt(e['latency_ms']['p50'])} ms",
+                  highlight=False)
     for c in report["comparisons"]:
         d = c["accuracy_difference"]
-        out.print(f"{c['b']} vs {c['a']}: {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
-                  f"McNemar p={c['mcnemar']['p_value']}: {c['verdict']}; differ on {len(c['differ'])} shown items")
+        out.print(f"\n{c['b']} vs {c['a']}: {d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
+                  f"McNemar p={c['mcnemar']['p_value']}: {c['verdict']}; differ on {len(c['differ'])} shown items",
+                  highlight=False)
 
 
 @command()

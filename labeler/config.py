@@ -49,6 +49,8 @@ class LLMAnnotator(_AnnotatorBase):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=50)
     logprobs: bool = True  # ask for token logprobs where the provider gives them
+    # Divide answers by the model's leaning on content-free items (base models; `local` always does).
+    debias: bool = False
     cost_per_1k_tokens: float | None = Field(default=None, ge=0)
     # Servers of this one model (`model` then names the model they serve, for the cache and reports).
     deployments: list[Deployment] = Field(default_factory=list)
@@ -68,6 +70,8 @@ class ModelAnnotator(_AnnotatorBase):
     kind: Literal["model"]
     min_labels: int = Field(default=20, ge=2)
     retrain_every: int = Field(default=50, ge=1)
+    # tfidf, the embedded model's embeddings, or whichever cross-validates better on the labels.
+    features: Literal["tfidf", "embeddings", "auto"] = "auto"
 
 
 class RecordedAnnotator(_AnnotatorBase):

@@ -132,7 +132,8 @@ def export_to_path(ws: Workspace, path: Path, fmt: str | None = None, progress=N
 
 
 def project_status(ws: Workspace) -> dict[str, Any]:
-    """Counts per decision state, gold per split, votes per annotator."""
+    """Counts per decision state, gold per split, votes per configured annotator (a recorded
+    annotator's workers included; annotators since removed from the project file are not shown)."""
     Item, Decision, Vote, Gold = models.Item, models.Decision, models.Vote, models.GoldLabel
     with ws.session() as s:
         items = s.execute(select(func.count()).select_from(Item).where(Item.project_id == ws.project_id)).scalar_one()
@@ -157,6 +158,8 @@ def project_status(ws: Workspace) -> dict[str, Any]:
             .group_by(models.Annotator.name)
             .order_by(models.Annotator.name)
         ).all()
+    configured = {a.name for a in ws.config.annotators}
+    votes = [row for row in votes if row[0] in configured or row[0].split("/", 1)[0] in configured]
     by_state = {state.value: states.get(state, 0) for state in models.State}
     by_state["unlabeled"] = items - sum(states.values())
     return {

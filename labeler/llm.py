@@ -33,7 +33,11 @@ class PromptTask(Protocol):
 
     def messages(self, fields: dict[str, Any]) -> list[dict[str, str]]: ...
 
-    def parse(self, text: str | None, top_logprobs: list[dict] | None = None): ...
+    def context_items(self) -> list[dict[str, Any]]: ...
+
+    def leaning(self, answers: list[dict | None]) -> dict[str, float] | None: ...
+
+    def parse(self, text: str | None, top_logprobs: list[dict] | None = None, leaning: dict | None = None): ...
 
 
 def litellm():
@@ -136,6 +140,7 @@ class LLMAsker:
             self.params |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         self.api_key = _key(config.name, config.api_key_env)
         self.router = _router(config) if config.deployments else None
+        self._leaning: asyncio.Task | None = None
 
     def cache_key(self, item: ItemRef) -> str:
         # The key, like everything stored, never includes the API key.
@@ -198,6 +203,21 @@ class LLMAsker:
         cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
         return float(cost or 0.0)  # None: a model litellm has no price for (local servers)
 
+    async def leaning(self) -> dict[str, float] | None:
+        """The model's probabilities on content-free items (asked once; see prompts' context_items)."""
+        if not (self.config.debias and self.config.logprobs):
+            return None
+        if self._leaning is None:
+            self._leaning = asyncio.ensure_future(self._measure_leaning())
+        return await self._leaning
+
+    async def _measure_leaning(self) -> dict[str, float] | None:
+        answers = []
+        for fields in self.task.context_items():
+            choice = ((await self._call(self.task.messages(fields))).get("choices") or [{}])[0]
+            answers.append(self.task.parse((choice.get("message") or {}).get("content"), top_logprobs_of(choice)).probs)
+        return self.task.leaning(answers)
+
     async def ask(self, item: ItemRef) -> Answer:
         key = self.cache_key(item)
         data = self._cached(key)
@@ -207,7 +227,7 @@ class LLMAsker:
             data = await self._call(self.task.messages(item.fields))
         choice = (data.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content")
-        parsed = self.task.parse(text, top_logprobs_of(choice))
+        parsed = self.task.parse(text, top_logprobs_of(choice), await self.leaning())
         return Answer(
             label=parsed.label, probs=parsed.probs, abstain_reason=parsed.abstain_reason, raw=text,
             cost=data.get("_cost", 0.0) if fresh else 0.0,

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from labeler.errors import LabelerError
 
 PROVIDER = "local"
@@ -25,8 +27,12 @@ CACHE_ENV = "LABELER_MODEL_CACHE"  # where the assembled weights live (default ~
 ANSWER_CUE = "Label:"
 
 _engine = None
+_embedder = None
 _engine_lock = threading.Lock()
 _call_lock = threading.Lock()  # one llama.cpp context: one completion at a time
+_embed_lock = threading.Lock()
+EMBED_BATCH = 32
+EMBED_CHARS = 4000  # longer texts are cut: an embedding of the first ~1,000 tokens
 
 
 def available() -> bool:
@@ -55,30 +61,60 @@ def weights_path() -> Path:
     return path
 
 
+def _server(embedding: bool = False):
+    try:
+        import xllamacpp
+    except ImportError as exc:
+        raise LabelerError("the local model needs its extra: pip install 'labeler[local]'") from exc
+    params = xllamacpp.CommonParams()
+    params.model.path = str(weights_path())
+    params.n_ctx = 4096
+    params.n_parallel = 1
+    params.cpuparams.n_threads = 2
+    params.cpuparams_batch.n_threads = 2
+    params.verbosity = 0
+    params.warmup = False
+    if embedding:  # mean-pooled hidden states, a whole batch of texts per pass
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        params.n_batch = params.n_ubatch = 4096
+    else:
+        params.swa_full = True  # keep the whole window so the shared few-shot prefix is reused
+    return xllamacpp.Server(params)
+
+
 def engine():
-    """The process-wide llama.cpp server object, loaded on first use."""
+    """The process-wide llama.cpp server object for completions, loaded on first use."""
     global _engine
     with _engine_lock:
         if _engine is None:
-            try:
-                import xllamacpp
-            except ImportError as exc:
-                raise LabelerError("the local model needs its extra: pip install 'labeler[local]'") from exc
-            params = xllamacpp.CommonParams()
-            params.model.path = str(weights_path())
-            params.n_ctx = 4096
-            params.n_parallel = 1
-            params.cpuparams.n_threads = 2
-            params.cpuparams_batch.n_threads = 2
-            params.swa_full = True  # keep the whole window so the shared few-shot prefix is reused
-            params.verbosity = 0
-            params.warmup = False
-            _engine = xllamacpp.Server(params)
+            _engine = _server()
         return _engine
 
 
+def embed(texts: list[str]) -> np.ndarray:
+    """Embeddings of the texts (mean-pooled, L2-normalised rows), from a second context of the same model."""
+    global _embedder
+    with _engine_lock:
+        if _embedder is None:
+            _embedder = _server(embedding=True)
+    out = []
+    with _embed_lock:
+        for start in range(0, len(texts), EMBED_BATCH):
+            batch = [text[:EMBED_CHARS] or " " for text in texts[start:start + EMBED_BATCH]]
+            result = _embedder.handle_embeddings({"input": batch})
+            if not isinstance(result, dict) or "data" not in result:
+                raise RuntimeError(f"local model error: {str(result)[:300]}")
+            out += [row["embedding"] for row in sorted(result["data"], key=lambda r: r["index"])]
+    vectors = np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def flatten(messages: list[dict[str, str]]) -> str:
-    """Chat messages as a few-shot completion prompt ending in the answer cue."""
+    """Chat messages as a few-shot completion prompt ending in the answer cue. A lone user message
+    is a completion prompt already (the prompts' `complete.v1` template) and goes as it is."""
+    if len(messages) == 1 and messages[0]["role"] in ("user", "human"):
+        return str(messages[0].get("content") or "")
     parts: list[str] = []
     for message in messages:
         role, content = message["role"], str(message.get("content") or "")
@@ -92,16 +128,27 @@ def flatten(messages: list[dict[str, str]]) -> str:
     return "\n".join(parts)
 
 
-def complete(prompt: str, max_tokens: int = 4, top_logprobs: int = 5) -> dict[str, Any]:
-    request = {
-        "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "n_probs": top_logprobs,
-        "logprobs": top_logprobs, "stop": ["\n"], "cache_prompt": True,
-    }
+TOP_LOGPROBS = 20  # enough to see the first token of every label of a long label set
+
+
+def complete(prompt: str, max_tokens: int = 1, top_logprobs: int = TOP_LOGPROBS) -> dict[str, Any]:
+    """Up to `max_tokens` tokens; a token that is only a space does not count (digits come after one)."""
+    request = {"max_tokens": 1, "temperature": 0, "n_probs": top_logprobs, "logprobs": top_logprobs,
+               "stop": ["\n"], "cache_prompt": True}
     server = engine()
+    text, tokens, result = "", [], None
     with _call_lock:
-        result = server.handle_completions(request)
-    if not isinstance(result, dict) or "choices" not in result:
-        raise RuntimeError(f"local model error: {str(result)[:300]}")
+        while len(tokens) < max_tokens + 2:
+            result = server.handle_completions(request | {"prompt": prompt + text})
+            if not isinstance(result, dict) or "choices" not in result:
+                raise RuntimeError(f"local model error: {str(result)[:300]}")
+            choice = result["choices"][0]
+            piece = choice.get("text", "")
+            text += piece
+            tokens += (choice.get("logprobs") or {}).get("content") or []
+            if not piece or piece.strip() or len([t for t in tokens if t.get("token", "").strip()]) >= max_tokens:
+                break
+    choice |= {"text": text, "logprobs": {"content": tokens}}
     return result
 
 
@@ -115,8 +162,8 @@ def _provider_class():
 
         def completion(self, model, messages, *args, optional_params=None, model_response=None, **kwargs):
             started = time.perf_counter()
-            params = optional_params or {}
-            result = complete(flatten(messages), max_tokens=int(params.get("max_tokens") or 4))
+            # One token: the label is read from its probabilities (a second token costs a third more time).
+            result = complete(flatten(messages))
             choice = result["choices"][0]
             usage = result.get("usage") or {}
             response = model_response or ModelResponse()

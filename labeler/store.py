@@ -39,6 +39,18 @@ def normalise_url(url: str) -> str:
 
 def make_engine(url: str) -> Engine:
     url = normalise_url(url)
+    try:
+        dialect = make_url(url).get_backend_name()
+    except Exception:  # ArgumentError and kin: not a URL at all
+        raise LabelerError(f"{DATABASE_ENV} is not a database URL; use postgresql://user@host/db "
+                           f"(or leave it unset for a SQLite file in the project)") from None
+    if dialect not in ("sqlite", "postgresql"):
+        raise LabelerError(f"the store must be SQLite or PostgreSQL, not {dialect} ({redacted(url)})")
+    if dialect == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise LabelerError("a PostgreSQL store needs its extra: pip install 'labeler[postgres]'") from None
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -7,6 +7,7 @@ from labeler.config import LLMAnnotator, LocalAnnotator, ModelAnnotator, Recorde
 from labeler.errors import LabelerError
 from labeler.llm import LLMAsker
 from labeler.workspace import Workspace
+from prompts.template import COMPLETION, TEMPLATE_ID
 from prompts.versions import resolve
 
 # Cascade order when `cost_rank` is not set: free and fast first.
@@ -18,7 +19,7 @@ def local_config(config: LocalAnnotator) -> LLMAnnotator:
 
     local_llm.register()
     return LLMAnnotator(
-        name=config.name, kind="llm", model=local_llm.MODEL_NAME, prompt=config.prompt,
+        name=config.name, kind="llm", model=local_llm.MODEL_NAME, prompt=config.prompt, debias=True,
         max_concurrency=config.max_concurrency, max_retries=0, timeout=600, cost_per_1k_tokens=0.0,
     )
 
@@ -35,10 +36,11 @@ def build_asker(ws: Workspace, config, annotator_id: int, prompt: str | None = N
         if not asker.ready:
             raise LabelerError(f"annotator {config.name}: {asker.reason}")
         return asker
-    if isinstance(config, LocalAnnotator):
-        config = local_config(config)
+    template = TEMPLATE_ID
+    if isinstance(config, LocalAnnotator):  # a base model: the completion prompt
+        config, template = local_config(config), COMPLETION
     if isinstance(config, LLMAnnotator):
-        task = resolve(ws, prompt or config.prompt)
+        task = resolve(ws, prompt or config.prompt, template)
         if not task.spec.examples and config.model.startswith("local/"):
             raise LabelerError(f"annotator {config.name}: the local model needs few-shot examples "
                                "(gold of split `examples`, or examples in the guideline)")

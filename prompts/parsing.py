@@ -42,8 +42,12 @@ def match_label(answer: str, labels: list[str]) -> str | None:
     return None
 
 
-def parse_answer(text: str | None, labels: list[str], top_logprobs: list[dict] | None = None) -> Parsed:
-    """An answer naming one label is a vote; "unsure" or anything unmatched is an abstention."""
+def parse_answer(text: str | None, labels: list[str], top_logprobs: list[dict] | None = None,
+                 leaning: dict[str, float] | None = None) -> Parsed:
+    """An answer naming one label is a vote; "unsure" or anything unmatched is an abstention.
+
+    `leaning`: the model's probabilities on content-free items (see CompiledPrompt.context_items);
+    the answer's probabilities are divided by them, and the vote is the label that comes first then."""
     raw = (text or "").strip()
     answer = raw
     if raw.startswith("{"):
@@ -57,10 +61,30 @@ def parse_answer(text: str | None, labels: list[str], top_logprobs: list[dict] |
     if _norm(first_line) in UNSURE:
         return Parsed(None, abstain_reason="unsure")
     label = match_label(first_line, labels)
-    if label is None:
-        return Parsed(None, abstain_reason="unparsable")
     probs = label_probs(top_logprobs, labels) if top_logprobs else None
+    if probs and leaning:  # a base model read by its probabilities: the label they favour once its leaning is out
+        probs = divide(probs, leaning)
+        return Parsed(max(probs, key=probs.get), probs=probs)
+    if label is None:  # an abstention; the probabilities, if any, still say where the model leans
+        return Parsed(None, probs=probs, abstain_reason="unparsable")
     return Parsed(label, probs=probs)
+
+
+def divide(probs: dict[str, float], leaning: dict[str, float]) -> dict[str, float]:
+    """Probabilities with a leaning taken out (p / leaning, renormalised)."""
+    raw = {label: p / max(leaning.get(label, 1.0), 1e-9) for label, p in probs.items()}
+    total = sum(raw.values())
+    return {label: round(p / total, 6) for label, p in raw.items()}
+
+
+def mean_leaning(answers: list[dict[str, float]]) -> dict[str, float] | None:
+    """The geometric mean of several answers' probabilities, renormalised: a model's leaning."""
+    answers = [a for a in answers if a]
+    if not answers:
+        return None
+    logs = {label: sum(math.log(max(a[label], 1e-12)) for a in answers) / len(answers) for label in answers[0]}
+    total = sum(math.exp(v) for v in logs.values())
+    return {label: math.exp(v) / total for label, v in logs.items()}
 
 
 def label_probs(top_logprobs: list[dict], labels: list[str]) -> dict[str, float] | None:

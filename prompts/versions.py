@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from labeler import models
 from labeler.errors import LabelerError
 from labeler.workspace import Workspace
-from prompts.template import CompiledPrompt, PromptSpec, compile_spec
+from prompts.template import TEMPLATE_ID, CompiledPrompt, PromptSpec, compile_spec
 
 
 def gold_examples(ws: Workspace) -> list[dict]:
@@ -23,7 +23,7 @@ def gold_examples(ws: Workspace) -> list[dict]:
     return [{"fields": fields, "label": label} for fields, label in rows]
 
 
-def current_spec(ws: Workspace) -> PromptSpec:
+def current_spec(ws: Workspace, template: str = TEMPLATE_ID) -> PromptSpec:
     settings = ws.config.prompt
     return compile_spec(
         ws.project.guidelines_text(),
@@ -32,6 +32,7 @@ def current_spec(ws: Workspace) -> PromptSpec:
         gold_examples(ws),
         selection=settings.selection,
         shots=settings.shots,
+        template=template,
     )
 
 
@@ -61,15 +62,15 @@ def register(ws: Workspace, spec: PromptSpec) -> CompiledPrompt:
     raise LabelerError("could not register the prompt version: too many concurrent writers")
 
 
-def resolve(ws: Workspace, name: str | None = None) -> CompiledPrompt:
-    """A version by name; None: the current guideline's version (registered if new)."""
+def resolve(ws: Workspace, name: str | None = None, template: str = TEMPLATE_ID) -> CompiledPrompt:
+    """A version by name; None: the current guideline's version in this template (registered if new)."""
     if name is None:
-        return register(ws, current_spec(ws))
+        return register(ws, current_spec(ws, template))
     row = _by_name(ws, name)
     if row is not None:
         return CompiledPrompt(PromptSpec.from_dict(row.spec), row.name)
     # The guideline may have changed since the last command: its version is the newest name.
-    current = register(ws, current_spec(ws))
+    current = register(ws, current_spec(ws, template))
     if current.name != name:
         raise LabelerError(f"no prompt version {name!r}; `labeler prompt list` shows them")
     return current
@@ -90,6 +91,7 @@ def list_versions(ws: Workspace) -> list[dict]:
             select(models.PromptVersion).where(models.PromptVersion.project_id == ws.project_id).order_by(models.PromptVersion.id)
         ).all()
     return [
-        {"name": r.name, "hash": r.content_hash, "created_at": r.created_at.isoformat(), "examples": len(r.spec.get("examples", []))}
+        {"name": r.name, "hash": r.content_hash, "template": r.spec.get("template"), "created_at": r.created_at.isoformat(),
+         "examples": len(r.spec.get("examples", []))}
         for r in rows
     ]

@@ -9,9 +9,10 @@
    items that no later annotator could lift to the level go to review at once (`needs_review`,
    asking nobody else: their votes would buy nothing); what is left after the last stage goes
    to review too.
-Without a certified level (too little calibration gold, or none passes the test) nothing is
-accepted automatically, so new items get the first annotator's vote, as a suggestion for the
-reviewers, and no dearer one.
+Without a certified level nothing is accepted automatically. With too little calibration gold
+to measure anything, every annotator still votes on new items (suggestions for the reviewers);
+once the gold measures the annotators and no level passes, no dearer vote could get an item
+accepted, so new items get the first annotator's vote and go to review.
 """
 
 from __future__ import annotations
@@ -126,7 +127,9 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
             if check.get("bad_day"):
                 bad_days[asker.name] = asker.annotator_id
         if not policy.ready:
-            break  # no level is certified: the first annotator's votes are suggestions, dearer ones buy nothing
+            if policy.models is None:
+                continue  # nothing measured yet (too little gold): every annotator's vote, as suggestions
+            break  # measured, and no level certified: no dearer vote could get an item accepted
         votes = load_votes(ws, stages, open_items, {(a, run_id) for a in bad_days.values()})
         paths = scores(policy, votes, open_items)
         lam = policy.policy.lambda_

@@ -137,7 +137,7 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> 
     calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
     result = ProjectPolicy(stages, labels, bands={})
     for s, stage in enumerate(stages):
-        top = [max(v[s][1].values()) for v in votes.values() if s in v and v[s][1]]
+        top = [max(v[s][1].values()) for v in votes.values() if s in v and v[s][0] is not None and v[s][1]]
         result.bands[stage.name] = list(np.quantile(top, [1 / 3, 2 / 3])) if len(top) >= 30 else []
         voted = [i for i in calib if votes[i][s][0] is not None]
         if voted:

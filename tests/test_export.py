@@ -89,3 +89,13 @@ def test_csv_export_keeps_every_field_of_every_item_and_defuses_formulas(ws, tmp
     assert list(rows[0])[6:9] == ["text", "source", "lang"]  # fields the first item lacks are columns too
     assert [(r["id"], r["text"], r["source"], r["lang"]) for r in rows] == [
         ("a", "plain", "", ""), ("b", "'=HYPERLINK(\"http://x\")", "'@web", ""), ("'-c", "'+1", "mail", "en")]
+
+
+def test_status_lists_only_the_annotators_in_the_project_file(project_dir, store_url, tmp_path):
+    ws = open_workspace(project_dir, url=store_url)
+    _seed(ws, tmp_path)
+    yaml = (project_dir / "labeler.yaml").read_text().replace("  - name: tfidf\n    kind: model\n",
+                                                               "  - name: clf\n    kind: model\n")
+    (project_dir / "labeler.yaml").write_text(yaml)
+    again = open_workspace(project_dir, url=store_url)
+    assert [a["name"] for a in project_status(again)["annotators"]] == ["clf"]  # tfidf's votes stay, unlisted

@@ -57,3 +57,12 @@ def test_postgresql_connections_never_prepare_statements(pg_url):
     with engine.connect() as c:
         assert c.connection.driver_connection.prepare_threshold is None
     engine.dispose()
+
+
+def test_store_urls_that_cannot_work_are_one_line_errors(monkeypatch):
+    for url, message in [("::nonsense", "is not a database URL"), ("mysql://root@localhost/x", "SQLite or PostgreSQL")]:
+        with pytest.raises(LabelerError, match=message):
+            open_store(url)
+    monkeypatch.setitem(__import__("sys").modules, "psycopg", None)  # as if the `postgres` extra were missing
+    with pytest.raises(LabelerError, match=r"pip install 'labeler\[postgres\]'"):
+        open_store("postgresql://u@127.0.0.1/x")
