@@ -313,11 +313,15 @@ def run(
     from evals.drift import detect_drift
 
     report["drift"] = detect_drift(ws)
+    failed = [a["name"] for a in report["annotators"] if a["asked"] and not a["voted"] and a["failed"]]
     if as_json:
         emit(report)
-        return
-    _print_run(report)
-    _print_drift(report["drift"])
+    else:
+        _print_run(report)
+        _print_drift(report["drift"])
+    if failed:  # the run did not do what it was for: say so in the exit status too
+        err.print(f"[bold red]every call to {', '.join(failed)} failed[/]", highlight=False)
+        raise typer.Exit(2)
 
 
 def _print_drift(drift: dict) -> None:
@@ -358,8 +362,10 @@ def _print_run(report: dict) -> None:
                       str(a["failed"]), f"${a['cost']:.4f}")
     out.print(table)
     for a in report["annotators"]:
-        for message, n in a["errors"].items():
-            err.print(f"[red]{a['name']}: {n} x {message}[/]", highlight=False)
+        for kind, n in a["errors"].items():
+            example = a.get("error_examples", {}).get(kind, "")
+            err.print(f"[red]{a['name']}: {n} x {kind}" + (f" (e.g. {example})" if example != kind else "") + "[/]",
+                      highlight=False)
         if a["stopped"]:
             err.print(f"[bold red]{a['name']} {a['stopped']}[/]", highlight=False)
     for a in report["annotators"]:

@@ -177,14 +177,35 @@ def load_project(start: Path | None = None) -> Project:
     return Project(root=root, config=parse_project_file(root / PROJECT_FILE))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first on line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_project_file(path: Path) -> ProjectConfig:
     """Validate a project file; every problem is reported with its path and line in the file."""
-    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise LabelerError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         lines = _line_index(yaml.compose(text))
     except yaml.YAMLError as exc:
-        raise LabelerError(f"{path}: not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise LabelerError(f"{path}: {where}not valid YAML: {problem}") from None
     if not isinstance(data, dict):
         raise LabelerError(f"{path}: expected a mapping of settings at the top level")
     try:

@@ -132,15 +132,22 @@ def _decoded_lines(path: Path, raw, progress: Progress | None) -> Iterator[str]:
         progress(done)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value (it cannot be stored as JSON)")
+
+
 def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as raw:
         for line_no, text in enumerate(_decoded_lines(path, raw, progress), start=1):
             if not text.strip():
                 continue
             try:
-                row = json.loads(text)
+                row = json.loads(text, parse_constant=_no_constant)
             except json.JSONDecodeError as exc:
                 yield line_no, {"__error__": f"not valid JSON: {exc.msg}"}
+                continue
+            except ValueError as exc:
+                yield line_no, {"__error__": str(exc)}
                 continue
             if not isinstance(row, dict):
                 yield line_no, {"__error__": "expected a JSON object"}
@@ -226,6 +233,8 @@ def _parse_row(line, raw, *, gold, labels, declared, default_split) -> _Row | Ro
     for column in ID_COLUMNS:
         if column in raw:
             value = raw.pop(column)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float, type(None))):
+                return RowError(line, f"the item id must be a string or a number, not {type(value).__name__}")
             external_id = external_id or (str(value).strip() if value is not None else "")
     if not external_id:
         return RowError(line, "missing item id (an `id` or `task` column)")

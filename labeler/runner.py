@@ -26,8 +26,11 @@ from labeler.models import utcnow
 from labeler.store import insert_new
 from labeler.workspace import Workspace
 
-# An annotator that fails this many calls in a row, with no success, is stopped for the run.
+# An annotator that fails this many calls in a row, with no success, is stopped for the run...
 STOP_AFTER_PERMANENT = 5
+# ...and so is one that fails this many in a row of any kind (timeouts, retries run out): a circuit
+# breaker, so a hanging or dead model does not hold the run for every item it has left.
+STOP_AFTER_FAILURES = 20
 # A busy or unreachable store is retried this long before the run stops; meanwhile askers wait.
 STORE_RETRY_SECONDS = 60.0
 # Answers waiting to be written, at most: past it askers wait, so a stalled store stops spending.
@@ -76,13 +79,16 @@ class AnnotatorReport:
     failed: int = 0
     cost: float = 0.0
     stopped: str | None = None
-    errors: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)  # by kind: the error's type (and HTTP status)
+    examples: dict = field(default_factory=dict)  # one message per kind
     notes: dict | None = None  # what the annotator chose for itself (e.g. a classifier's features)
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "errors"}
+        data = {k: v for k, v in self.__dict__.items() if k not in ("errors", "examples")}
         data["errors"] = dict(self.errors.most_common(5))
+        data["error_examples"] = {kind: self.examples[kind] for kind in data["errors"] if kind in self.examples}
         return data
+
 
     def add(self, other: AnnotatorReport | dict[str, Any]) -> None:
         """Count another part of the same annotator's work in (a report, or one's as_dict())."""
@@ -90,6 +96,7 @@ class AnnotatorReport:
         for key in ("asked", "voted", "abstained", "failed", "cost"):
             setattr(self, key, getattr(self, key) + other[key])
         self.errors.update(other["errors"])
+        self.examples = other.get("error_examples", {}) | self.examples
         self.stopped = self.stopped or other["stopped"]
         self.notes = self.notes or other.get("notes")
 
@@ -153,7 +160,7 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorRep
     if hasattr(asker, "prefetch"):
         asker.prefetch(items)
     limit = asyncio.Semaphore(asker.max_concurrency)
-    state = {"permanent_streak": 0, "any_success": False}
+    state = {"permanent_streak": 0, "failure_streak": 0, "any_success": False}
 
     async def one(item: ItemRef) -> None:
         async with limit:
@@ -164,17 +171,21 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorRep
             try:
                 answer = await asker.ask(item)
             except Exception as exc:  # a failed vote is reported, never the end of the run
-                message = _describe(exc)
+                message, kind = _describe(exc), error_kind(exc)
                 report.failed += 1
-                report.errors[message] += 1
+                report.errors[kind] += 1
+                report.examples.setdefault(kind, message)
+                state["failure_streak"] += 1
                 if isinstance(exc, PermanentError):
                     state["permanent_streak"] += 1
                     if state["permanent_streak"] >= STOP_AFTER_PERMANENT and not state["any_success"]:
-                        report.stopped = f"stopped after {STOP_AFTER_PERMANENT} permanent errors: {message}"
+                        report.stopped = report.stopped or f"stopped after {STOP_AFTER_PERMANENT} permanent errors: {message}"
+                if state["failure_streak"] >= STOP_AFTER_FAILURES:
+                    report.stopped = report.stopped or f"stopped after {STOP_AFTER_FAILURES} failures in a row: {message}"
                 if on_answer:
                     on_answer(asker.name, None, message)
                 return
-            state["permanent_streak"] = 0
+            state["permanent_streak"] = state["failure_streak"] = 0
             state["any_success"] = True
             if answer.latency_ms is None:
                 answer.latency_ms = (time.perf_counter() - started) * 1000
@@ -187,6 +198,13 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorRep
 
     await asyncio.gather(*(one(item) for item in items))
     return report
+
+
+def error_kind(exc: BaseException) -> str:
+    """What kind of failure, without the details that differ call by call (timings, ids)."""
+    cause = exc.__cause__ if isinstance(exc, PermanentError) and exc.__cause__ else exc
+    status = getattr(cause, "status_code", None)
+    return f"{type(cause).__name__}" + (f" ({status})" if status else "")
 
 
 def _describe(exc: Exception) -> str:

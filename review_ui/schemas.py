@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from labeler.models import Role
+
+# A store row id: a 64-bit signed integer. A larger one is a bad request (422), not a server error.
+RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class MachineVote(BaseModel):
@@ -35,7 +38,7 @@ class Next(BaseModel):
 
 
 class Submission(BaseModel):
-    item_id: int
+    item_id: RowId
     label: str | None = None  # None with a reason: "I don't know"
     reason: str | None = Field(default=None, max_length=500)
     client_id: str = Field(min_length=1, max_length=100)  # made by the client: a retried submit counts once
@@ -47,7 +50,7 @@ class Submitted(BaseModel):
 
 
 class Skip(BaseModel):
-    item_id: int
+    item_id: RowId
 
 
 class GoldMark(BaseModel):

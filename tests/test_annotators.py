@@ -109,7 +109,8 @@ def test_a_failing_annotator_fails_its_own_votes_while_others_finish(tmp_path, s
     by_name = {a["name"]: a for a in report["annotators"]}
     assert by_name["good"]["voted"] == 40
     assert by_name["denied"]["voted"] == 0 and by_name["denied"]["failed"] == 40
-    assert "AuthenticationError" in next(iter(by_name["denied"]["errors"]))
+    assert list(by_name["denied"]["errors"]) == ["AuthenticationError (401)"]  # grouped by kind
+    assert "invalid api key" in by_name["denied"]["error_examples"]["AuthenticationError (401)"]
     assert by_name["denied"]["stopped"].startswith("stopped after 5 permanent errors")
     assert len(votes(ws, "denied")) == 0  # nothing stored: a later run tries again
 
@@ -126,6 +127,24 @@ def test_hangs_resets_and_broken_bodies_fail_visibly_in_bounded_time(tmp_path, s
     by_name = {a["name"]: a for a in report["annotators"]}
     assert by_name["hang"]["failed"] == 4 and by_name["broken"]["failed"] == 4
     assert by_name["reset"]["voted"] == 4  # each first try is reset: the retries get through
+
+
+def test_a_hanging_model_trips_the_breaker_and_the_run_exits_non_zero(tmp_path, server):
+    from labeler import runner
+    from tests.test_cli import labeler
+
+    ws = project(tmp_path, server, llm("hang", "hang", timeout=0.3, max_retries=0, max_concurrency=2)
+                 + llm("good", "ok"), n_items=60)
+    started = time.monotonic()
+    report, _ = run(ws)
+    by_name = {a["name"]: a for a in report["annotators"]}
+    assert by_name["good"]["voted"] == 60  # the others finish
+    hang = by_name["hang"]
+    assert hang["stopped"].startswith(f"stopped after {runner.STOP_AFTER_FAILURES} failures in a row")
+    assert hang["failed"] == 60 and list(hang["errors"]) == ["Timeout (408)"]  # one kind, whatever the timings
+    assert time.monotonic() - started < 0.3 * 60 / 2  # it stopped waiting long before every item timed out
+    cli = labeler("run", "-p", ws.project.root, "-a", "hang", check=False)
+    assert cli.returncode == 2 and "every call to hang failed" in cli.stderr
 
 
 def test_logprobs_off_gives_votes_without_probabilities(tmp_path, server):

@@ -61,3 +61,30 @@ def test_instructions_planted_in_items_do_not_add_labels_or_leak_the_guideline(t
     labels = {row["label"] for row in exported} | {v["label"] for row in exported for v in row["votes"]}
     assert labels <= set(ws.config.label_names) | {None}
     assert "SECRET-GUIDELINE-MARKER" not in out.getvalue()  # raw model output stays in the store
+
+
+def test_project_files_that_are_not_utf8_or_repeat_a_key_are_one_line_errors(tmp_path):
+    from labeler.config import parse_project_file
+    from labeler.errors import LabelerError
+
+    bad = tmp_path / "labeler.yaml"
+    bad.write_bytes(b"name: x\nlabels: {a: one, b: \xff\xfe}\n")
+    with pytest.raises(LabelerError, match=r"line 2: not UTF-8"):
+        parse_project_file(bad)
+    bad.write_text("name: x\nlabels: {a: one, b: two}\nname: y\n")
+    with pytest.raises(LabelerError, match=r"line 3: not valid YAML: 'name' is given twice \(first on line 1\)"):
+        parse_project_file(bad)
+
+
+def test_jsonl_nan_and_ids_that_are_not_strings_are_refused_with_their_line(ws, tmp_path):
+    from labeler.importing import import_items
+
+    items = tmp_path / "i.jsonl"
+    items.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": NaN}\n{"id": [1, 2], "text": "x"}\n'
+                     '{"id": true, "text": "y"}\n{"id": 7, "text": "a number is fine"}\n', encoding="utf-8")
+    report = import_items(ws, items)
+    assert not report.committed
+    errors = {e.line: e.message for e in report.errors}
+    assert "NaN is not a JSON value" in errors[2]
+    assert "must be a string or a number, not list" in errors[3] and "not bool" in errors[4]
+    assert set(errors) == {2, 3, 4}

@@ -200,3 +200,16 @@ def test_item_text_and_ids_are_escaped_in_pages(app, ws, tmp_path):
     page = manager.get("/manage").text
     assert hostile not in page and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
     assert "script-src 'self'" in manager.get("/manage").headers["content-security-policy"]
+
+
+def test_ids_too_big_for_the_store_are_bad_requests_not_server_errors(app, ws, tmp_path):
+    needing_review(ws, tmp_path, 1)
+    make_users(ws, eve=Role.expert)
+    web = client(app)
+    csrf = login(web, "eve")
+    headers = {"X-CSRF-Token": csrf}
+    for huge in (2**63, 2**64 + 5, -1):
+        assert web.post("/api/queue/submit", json={"item_id": huge, "label": "positive", "client_id": f"c{huge}"},
+                        headers=headers).status_code == 422
+        assert web.post("/api/queue/skip", json={"item_id": huge}, headers=headers).status_code == 422
+        assert web.post(f"/api/items/{huge}/gold", json={"label": "positive"}, headers=headers).status_code == 422

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy import select
 
 from labeler import audit, models
@@ -29,7 +29,7 @@ def item(external_id: str, ws: Workspace = Depends(workspace), _: models.User = 
 
 
 @router.post("/{item_id}/gold", status_code=204)
-def make_gold(item_id: int, body: GoldMark, ws: Workspace = Depends(workspace),
+def make_gold(body: GoldMark, item_id: int = Path(ge=1, le=2**63 - 1), ws: Workspace = Depends(workspace),
               user: models.User = Depends(allow(*EXPERTS))) -> None:
     """Make the item gold (calibration or honeypot) or a guideline example for the prompt."""
     queue.promote_to_gold(ws, user, item_id, body.label, models.Split(body.split))
