@@ -44,7 +44,7 @@ def rows_of(name: str) -> list[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--items", type=int, default=600)
+    parser.add_argument("--items", type=int, default=700)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("datasets", nargs="*", default=["sst2", "rte", "weather", "product", "topics"])
     args = parser.parse_args()

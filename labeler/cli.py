@@ -577,6 +577,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     insecure_cookies: Annotated[bool, typer.Option(
         "--insecure-cookies", help="Send the session cookie over plain HTTP on a non-loopback address (no TLS proxy).")] = False,
+    max_body_kb: Annotated[int, typer.Option(min=1, help="Refuse request bodies larger than this (KiB).")] = 1024,
     project: ProjectOpt = None,
 ) -> None:
     """Open the review UI and its API (log in as a user made by `labeler user add`)."""
@@ -589,7 +590,7 @@ def serve(
     # The session cookie travels over HTTPS only, except on loopback (plain HTTP to this machine) or when told.
     secure = not (loopback or insecure_cookies)
     err.print(f"Review UI for {ws.config.name} on http://{host}:{port}/ (Ctrl-C stops it)")
-    uvicorn.run(create_app(ws, secure_cookies=secure), host=host, port=port, log_level="warning",
+    uvicorn.run(create_app(ws, secure_cookies=secure, max_body=max_body_kb * 1024), host=host, port=port, log_level="warning",
                 proxy_headers=True, server_header=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,11 +10,13 @@ from typing import Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
 from labeler.errors import LabelerError
 
 DATABASE_ENV = "LABELER_DATABASE_URL"
+SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for the lock before the store is "busy"
 SQLITE_FILE = "labeler.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -52,7 +55,7 @@ def make_engine(url: str) -> Engine:
         except ImportError:
             raise LabelerError("a PostgreSQL store needs its extra: pip install 'labeler[postgres]'") from None
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No server-side prepared statements: after five runs psycopg prepares a query and PostgreSQL may
@@ -151,3 +154,30 @@ def write_transaction(engine: Engine):
             connection.exec_driver_sql("ROLLBACK")
             raise
         connection.exec_driver_sql("COMMIT")
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "40P01"
+
+
+def is_busy(exc: BaseException) -> bool:
+    """The store could not answer now but may in a moment: SQLite's lock held too long, a cut connection."""
+    if not isinstance(exc, OperationalError):
+        return False
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text or exc.connection_invalidated or is_deadlock(exc)
+
+
+def retry_deadlock(fn):
+    """Run a transaction again once if PostgreSQL chose it as a deadlock's victim (it was rolled back whole)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DBAPIError as exc:
+            if not is_deadlock(exc):
+                raise
+        return fn(*args, **kwargs)
+
+    return wrapper

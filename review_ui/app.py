@@ -10,18 +10,25 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
 from labeler.errors import LabelerError
+from labeler.store import is_busy
 from labeler.workspace import Workspace
+from review_ui.guard import BodyGuard
 from review_ui.queue import Conflict
 from review_ui.routers import items, metrics, pages, queue, users
 
 SECRET_ENV = "LABELER_SESSION_SECRET"
 SESSION_HOURS = 12
+SESSION_COOKIE = "labeler_session"
+MAX_BODY = 1024 * 1024  # bytes: an item's answer is a few hundred
+RETRY_AFTER = 2  # seconds a client is asked to wait when the store is busy
 
 
-def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: str | None = None) -> FastAPI:
+def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: str | None = None,
+               max_body: int = MAX_BODY) -> FastAPI:
     """`secure_cookies`: send the session cookie over HTTPS only (off only for plain HTTP on loopback).
 
     The cookie-signing secret comes from $LABELER_SESSION_SECRET (give every server process the same
@@ -29,8 +36,9 @@ def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: st
     app = FastAPI(title=f"labeler review: {ws.config.name}", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workspace = ws
     app.add_middleware(SessionMiddleware, secret_key=session_secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32),
-                       session_cookie="labeler_session", max_age=SESSION_HOURS * 3600, same_site="lax",
+                       session_cookie=SESSION_COOKIE, max_age=SESSION_HOURS * 3600, same_site="lax",
                        https_only=secure_cookies)
+    app.add_middleware(BodyGuard, max_body=max_body, session_cookie=SESSION_COOKIE)  # outermost: before any body is read
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     for module in (pages, queue, items, users, metrics):
         app.include_router(module.router)
@@ -44,6 +52,14 @@ def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: st
         if exc.status_code == 401 and not request.url.path.startswith("/api/"):
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)  # pages send people to log in
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def busy(request: Request, exc: OperationalError):
+        if not is_busy(exc):
+            raise exc
+        # A long import holding SQLite's lock, a restarting server: come back in a moment, nothing was lost.
+        return JSONResponse({"detail": "the store is busy; try again in a moment"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER)})
 
     @app.exception_handler(LabelerError)
     async def bad_request(request: Request, exc: LabelerError):

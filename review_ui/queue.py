@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from labeler import audit, models
 from labeler.errors import LabelerError
 from labeler.models import Role, Split, State, utcnow
-from labeler.store import write_transaction
+from labeler.store import retry_deadlock, write_transaction
 from labeler.workspace import Workspace
 
 CANDIDATES = 50  # open items examined per lease attempt
@@ -65,6 +65,7 @@ def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
     return None  # still all busy: the client asks again later
 
 
+@retry_deadlock
 def _lease_next(ws: Workspace, user: models.User, overlap: int, expires: datetime, gold_share: float) -> Lease | None:
     now = utcnow()
     with write_transaction(ws.engine) as c:
@@ -149,6 +150,7 @@ def _lock_decision(c, item_id: int) -> None:
         c.execute(select(Decision.item_id).where(Decision.item_id == item_id).with_for_update())
 
 
+@retry_deadlock
 def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None, client_id: str,
            reason: str | None = None, overlap: int | None = None) -> dict:
     """Record the user's answer (None with a reason: "I don't know"); a retry with the same client id is a no-op."""
@@ -177,9 +179,11 @@ def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None,
         return {"status": "recorded", "task_id": task[0], "state": state}
 
 
+@retry_deadlock
 def skip(ws: Workspace, user: models.User, item_id: int) -> None:
     """Give the lease back: the item's slot frees now, and the item stays out of this user's queue."""
     with write_transaction(ws.engine) as c:
+        _lock_decision(c, item_id)  # the decision row first, as submit does: one lock order, no deadlock
         skipped = c.execute(
             update(Task).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
                                Task.skipped_at.is_(None))
@@ -197,6 +201,7 @@ def _drop_leases(c, *conditions) -> int:
     return len(items)
 
 
+@retry_deadlock
 def undo(ws: Workspace, user: models.User, *, overlap: int | None = None,
          lease_minutes: float | None = None) -> Lease:
     """Take back the user's newest answer and lease its item to them again; their current lease is returned."""
@@ -261,6 +266,7 @@ def expire_leases(ws: Workspace) -> int:
         return _drop_leases(c, *expired)
 
 
+@retry_deadlock
 def promote_to_gold(ws: Workspace, user: models.User, item_id: int, label: str, split: Split) -> None:
     """An expert makes an item gold (calibration or honeypot) or a guideline example; it becomes its decision."""
     if label not in ws.config.label_names:

@@ -46,14 +46,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(project_dir: Path, store_url: str, log: Path | None = None):
-    """`labeler serve` in its own process on a free port; yields its base URL. Its output goes to `log`."""
+def serve(project_dir: Path, store_url: str, log: Path | None = None, args: tuple = (), started: list | None = None):
+    """`labeler serve` in its own process on a free port; yields its base URL. Its output goes to `log`;
+    `args` are more options; the process is appended to `started` when given."""
     port = free_port()
     env = dict(os.environ, LABELER_DATABASE_URL=store_url)
     output = open(log or os.devnull, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "labeler.cli", "serve", "--port", str(port), "--project", str(project_dir)],
+        [sys.executable, "-m", "labeler.cli", "serve", "--port", str(port), "--project", str(project_dir), *args],
         env=env, stdout=output, stderr=subprocess.STDOUT)
+    if started is not None:
+        started.append(process)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -213,3 +213,27 @@ def test_ids_too_big_for_the_store_are_bad_requests_not_server_errors(app, ws, t
                         headers=headers).status_code == 422
         assert web.post("/api/queue/skip", json={"item_id": huge}, headers=headers).status_code == 422
         assert web.post(f"/api/items/{huge}/gold", json={"label": "positive"}, headers=headers).status_code == 422
+
+
+def test_a_busy_store_is_503_with_retry_after_not_500(project_dir, tmp_path, monkeypatch):
+    """A long import holds SQLite's write lock: a submit waits, then is told to come back, losing nothing."""
+    import sqlite3
+
+    from labeler import store
+    from labeler.workspace import open_workspace
+
+    monkeypatch.setattr(store, "SQLITE_BUSY_SECONDS", 0.5)
+    path = tmp_path / "busy.db"
+    ws = open_workspace(project_dir, url=f"sqlite:///{path}")
+    needing_review(ws, tmp_path, 1)
+    make_users(ws, ann=Role.reviewer)
+    web = client(create_app(ws, secure_cookies=False, session_secret="s"))
+    csrf = login(web, "ann")
+    item = web.get("/api/queue/next").json()["item"]
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    body = {"item_id": item["item_id"], "label": "negative", "client_id": "k1"}
+    busy = web.post("/api/queue/submit", json=body, headers={"X-CSRF-Token": csrf})
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+    holder.rollback()
+    assert web.post("/api/queue/submit", json=body, headers={"X-CSRF-Token": csrf}).json()["status"] == "recorded"

@@ -7,7 +7,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from labeler import models
 from labeler.errors import LabelerError
@@ -156,3 +156,41 @@ def test_twenty_concurrent_reviewers_never_exceed_the_overlap(ws, tmp_path):
     assert len({(t.item_id, t.user_id) for t in tasks}) == len(tasks)  # nobody reviewed an item twice
     assert all(t.submitted_at is not None for t in tasks) and sum(submitted.values()) == n_items * overlap
     assert states == {State.confirmed: n_items}
+
+
+@pytest.mark.postgres
+def test_submit_and_skip_at_once_never_deadlock(project_dir, tmp_path, pg_url):
+    """The same reviewer in two sessions: submit locked the decision then the task, skip the other way round."""
+    from labeler.workspace import open_workspace
+
+    ws = open_workspace(project_dir, url=pg_url)
+    needing_review(ws, tmp_path, 60)
+    ann = user(ws, "ann")
+    errors = []
+    for k in range(60):
+        lease = lease_next(ws, ann, overlap=1, gold_share=0)
+        barrier = threading.Barrier(2)
+
+        def run(fn):
+            barrier.wait()
+            try:
+                fn()
+            except LabelerError:
+                pass  # the loser of the race finds no lease: a clean refusal
+            except Exception as exc:  # a deadlock would land here
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(lambda: submit(ws, ann, lease.item_id, label="positive",
+                                                                       client_id=f"s{k}", overlap=1),)),
+                   threading.Thread(target=run, args=(lambda: skip(ws, ann, lease.item_id),))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    with ws.session() as s:  # and the counts still add up
+        for d in s.scalars(select(models.Decision)):
+            live = s.scalar(select(func.count()).select_from(models.ReviewTask).where(
+                models.ReviewTask.item_id == d.item_id, models.ReviewTask.skipped_at.is_(None)))
+            assert d.review_count == live
+    ws.engine.dispose()

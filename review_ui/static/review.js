@@ -18,7 +18,8 @@
   }
 
   async function call(method, path, body) {
-    // Network failures are retried with the same body: the client id in it makes a retried submit count once.
+    // Network failures and a busy store (503) are retried with the same body: the client id in it makes a
+    // retried submit count once.
     for (let attempt = 0; ; attempt++) {
       try {
         const response = await fetch(path, {
@@ -26,6 +27,11 @@
           headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf },
         });
         if (response.status === 401) { location.href = "/login?next=/review"; return null; }
+        if (response.status === 503 && attempt < 5) {
+          say("The store is busy; trying again…");
+          await new Promise((resolve) => setTimeout(resolve, 1000 * Number(response.headers.get("Retry-After") || 2)));
+          continue;
+        }
         const data = await response.json().catch(() => ({}));
         if (!response.ok) throw new ApiError(typeof data.detail === "string" ? data.detail : response.statusText);
         return data;
