@@ -51,7 +51,7 @@ def fill(root: Path, url: str, items: int) -> list[str]:
                                          "method": "bench", "details": {}, "updated_at": utcnow()}
                                         for i in ids[start:start + 10_000]], ["item_id"])
     print(f"filled {items:,} items needing review in {time.perf_counter() - started:.1f} s")
-    return [add_user(ws.engine, f"r{k}", Role.reviewer, with_token=True) for k in range(64)]
+    return [add_user(ws, f"r{k}", Role.reviewer, with_token=True) for k in range(64)]
 
 
 def work(base: str, token: str, answers: int, nexts: list, submits: list) -> None:

@@ -127,7 +127,7 @@ def demo(
     steps["export"] = {"file": str(root / "labels.jsonl"), "rows": exporting.export_to_path(ws, root / "labels.jsonl")}
     steps["answer_key"] = scaffold.score_against_answers(root / "labels.jsonl", root / "answers.csv")
     password = secrets.token_urlsafe(9)
-    add_user(ws.engine, DEMO_REVIEWER, Role.reviewer, password)
+    add_user(ws, DEMO_REVIEWER, Role.reviewer, password)
     steps["reviewer"] = {"name": DEMO_REVIEWER, "password": password}
     steps["seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
@@ -556,19 +556,65 @@ def user_add(
     password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
     project: ProjectOpt = None,
 ) -> None:
-    """Create a user: a password is prompted (or read from stdin), or an API token is printed."""
-    from labeler.users import add_user
+    """Give a user a role in this project: a new user gets a password (prompted, or read from stdin) or an
+    API token (printed once); a user of another project sharing the store keeps theirs."""
+    from labeler.users import add_user, exists
 
     ws = open_workspace(project)
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
-    elif not token:
+    elif not token and not exists(ws, name):
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    made = add_user(ws.engine, name, role, password, with_token=token)
+    made = add_user(ws, name, role, password, with_token=token)
     err.print(f"Created {role.value} {name}")
     if made:
         print(made)
+
+
+USER_ACTIONS = {"disable": "Disable a user: no login, no token, every session ended.",
+                "enable": "Enable a disabled user again.",
+                "revoke-token": "Revoke a user's API token.",
+                "logout": "End every session of a user, on every server."}
+
+
+def _user_action(action: str):
+    def change(name: Annotated[str, typer.Argument(help="The user's name.")], project: ProjectOpt = None) -> None:
+        from labeler.users import change_user
+
+        change_user(open_workspace(project), name, action)
+        err.print(f"{name}: {action} done")
+
+    change.__doc__ = USER_ACTIONS[action]
+    return change
+
+
+for _action in USER_ACTIONS:
+    command(user_app, _action)(_user_action(_action))
+
+
+@command(user_app, "passwd")
+def user_passwd(
+    name: Annotated[str, typer.Argument(help="The user's name.")],
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
+    project: ProjectOpt = None,
+) -> None:
+    """Set a user's password (every session of theirs ends)."""
+    from labeler.users import change_user
+
+    ws = open_workspace(project)
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else \
+        typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    change_user(ws, name, "passwd", password=password)
+    err.print(f"{name}: new password set")
+
+
+@command(user_app, "new-token")
+def user_new_token(name: Annotated[str, typer.Argument(help="The user's name.")], project: ProjectOpt = None) -> None:
+    """Give a user a new API token (printed once; the old one stops working)."""
+    from labeler.users import change_user
+
+    print(change_user(open_workspace(project), name, "new-token"))
 
 
 @command()

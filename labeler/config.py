@@ -86,6 +86,19 @@ AnnotatorConfig = Annotated[
 ]
 
 
+class Qualification(_Strict):
+    """Before real items, a reviewer answers `items` gold items and needs `pass_mark` of them right; a
+    reviewer whose hidden-gold accuracy over the last `window` falls below it is paused and re-qualifies."""
+
+    items: int = Field(default=0, ge=0, le=200)  # 0: no qualification
+    pass_mark: float = Field(default=0.85, gt=0.0, le=1.0)
+    cooldown_hours: float = Field(default=24.0, ge=0.0)  # after a failed attempt, before the next
+    window: int = Field(default=20, ge=5, le=1000)
+
+
+DONT_KNOW_REASONS = ["Not enough context", "Not about this task", "More than one label fits", "Text unreadable or empty"]
+
+
 class RoutingConfig(_Strict):
     target_accuracy: float = Field(default=0.95, gt=0.0, lt=1.0)
     confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # of the finite-sample accuracy bound
@@ -93,6 +106,17 @@ class RoutingConfig(_Strict):
     review_overlap: int = Field(default=1, ge=1, le=10)  # reviewers per item
     review_lease_minutes: float = Field(default=10.0, gt=0)  # a leased item returns to the queue after this
     review_gold_share: float = Field(default=0.1, ge=0.0, le=0.5)  # hidden gold among a reviewer's items
+    review_blind_share: float = Field(default=0.2, ge=0.0, le=1.0)  # items shown with no machine view
+    review_qualification: Qualification = Field(default_factory=Qualification)
+    review_dont_know_reasons: list[str] = Field(default_factory=lambda: list(DONT_KNOW_REASONS))
+    review_dont_know_cap: float = Field(default=0.1, gt=0.0, le=1.0)  # share of a reviewer's last 50 answers
+
+
+class Budget(_Strict):
+    """Spend caps, in the currency of litellm's prices (US dollars): asking stops when one is reached."""
+
+    run: float | None = Field(default=None, gt=0)
+    project: float | None = Field(default=None, gt=0)
 
 
 class PromptSettings(_Strict):
@@ -108,6 +132,7 @@ class ProjectConfig(_Strict):
     annotators: list[AnnotatorConfig] = Field(default_factory=list)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    budget: Budget = Field(default_factory=Budget)
 
     @field_validator("labels", mode="before")
     @classmethod

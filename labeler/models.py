@@ -132,12 +132,25 @@ class Decision(SQLModel, table=True):
 
 
 class User(SQLModel, table=True):
+    """Someone who may log in; what they may do is their role in each project (Membership)."""
+
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
-    role: Role
     password_hash: str | None = None
     token_hash: str | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    # Every session carries the generation it was made in; bumping it (logout, disable, new
+    # password) ends every session of this user at once, on every server.
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class Membership(SQLModel, table=True):
+    """A user's role in one project: users and their work are scoped to projects sharing a store."""
+
+    user_id: int = Field(foreign_key="user.id", primary_key=True)
+    project_id: int = Field(foreign_key="project.id", primary_key=True, index=True)
+    role: Role
 
 
 class ReviewTask(SQLModel, table=True):
@@ -156,6 +169,23 @@ class ReviewTask(SQLModel, table=True):
     client_id: str | None = None  # made by the client so a retried submit counts once
     label: str | None = None
     reason: str | None = None  # for "I don't know"
+    blind: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})  # shown with no machine view
+    suggested: str | None = None  # the machines' suggestion as shown (None: blind, or none)
+    qualification_id: int | None = Field(default=None, foreign_key="qualification.id")
+
+
+class Qualification(SQLModel, table=True):
+    """One attempt of a reviewer at a project's qualification set (also a re-qualification after a pause)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    project_id: int = Field(foreign_key="project.id")
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    items: int  # answers it takes
+    right: int | None = None
+    passed: bool | None = None
+    reason: str = "new reviewer"  # why this attempt: a new reviewer, a retry, a pause
 
 
 class Run(SQLModel, table=True):

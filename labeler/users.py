@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from labeler import audit, models
 from labeler.errors import LabelerError
-from labeler.store import session_scope
+from labeler.workspace import Workspace
 
 # scrypt cost: about 50 ms and 16 MB per check here, slow enough to make guessing expensive.
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}
@@ -38,35 +39,107 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def add_user(engine, name: str, role: models.Role, password: str | None = None, with_token: bool = False,
+@dataclass(frozen=True)
+class Member:
+    """A user as one project sees them: their role there, and the session generation in force."""
+
+    id: int
+    name: str
+    role: models.Role
+    generation: int
+
+
+# Unknown names are checked against this, so they cost the same scrypt work as known ones (no timing tell).
+_DECOY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def add_user(ws: Workspace, name: str, role: models.Role, password: str | None = None, with_token: bool = False,
              by: int | None = None) -> str | None:
-    """Create a user; return the API token when one was asked for (it is not stored, only its digest).
+    """Create a user with a role in this project, or give an existing user (of another project sharing
+    the store) a role here; return the API token when one was asked for (only its digest is stored).
 
     `by`: the admin who did it, for the audit log (None: from the command line)."""
     if not name.strip():
         raise LabelerError("a user needs a name")
-    if password is None and not with_token:
-        raise LabelerError("give a password or ask for a token")
     if password is not None and len(password) < MIN_PASSWORD:
         raise LabelerError(f"passwords need at least {MIN_PASSWORD} characters")
     token = secrets.token_urlsafe(32) if with_token else None
-    with session_scope(engine) as s:
-        if s.scalars(select(models.User).where(models.User.name == name)).first():
-            raise LabelerError(f"user {name!r} exists")
-        user = models.User(name=name, role=role, password_hash=hash_password(password) if password else None,
-                           token_hash=token_digest(token) if token else None)
-        s.add(user)
-        s.flush()
-        audit.record(s, "user.add", user_id=by, name=name, role=role.value, new_user=user.id)
+    with ws.session() as s:
+        user = s.scalars(select(models.User).where(models.User.name == name)).first()
+        if user is not None:
+            if s.get(models.Membership, (user.id, ws.project_id)):
+                raise LabelerError(f"user {name!r} exists in this project")
+            if password is not None or with_token:
+                raise LabelerError(f"user {name!r} exists (in another project): give them a role here without a "
+                                   "password or token; theirs stay (`labeler user passwd` changes it)")
+        else:
+            if password is None and not with_token:
+                raise LabelerError("give a password or ask for a token")
+            user = models.User(name=name, password_hash=hash_password(password) if password else None,
+                               token_hash=token_digest(token) if token else None)
+            s.add(user)
+            s.flush()
+        s.add(models.Membership(user_id=user.id, project_id=ws.project_id, role=role))
+        audit.record(s, "user.add", user_id=by, name=name, role=role.value, new_user=user.id, project=ws.config.name)
     return token
 
 
-def authenticate(engine, name: str, password: str) -> models.User | None:
-    with session_scope(engine) as s:
+def exists(ws: Workspace, name: str) -> bool:
+    with ws.session() as s:
+        return s.scalars(select(models.User.id).where(models.User.name == name)).first() is not None
+
+
+def _member(session, ws: Workspace, user: models.User | None) -> Member | None:
+    if user is None or user.disabled:
+        return None
+    membership = session.get(models.Membership, (user.id, ws.project_id))
+    return Member(user.id, user.name, membership.role, user.session_generation) if membership else None
+
+
+def authenticate(ws: Workspace, name: str, password: str) -> Member | None:
+    """The member with this name and password, if they may work in this project. The same scrypt work is
+    spent whether the name exists or not."""
+    with ws.session() as s:
         user = s.scalars(select(models.User).where(models.User.name == name)).first()
-    return user if user and verify_password(password, user.password_hash) else None
+        right = verify_password(password, user.password_hash if user and user.password_hash else _DECOY_HASH)
+        return _member(s, ws, user) if user is not None and right else None
 
 
-def user_for_token(engine, token: str) -> models.User | None:
-    with session_scope(engine) as s:
-        return s.scalars(select(models.User).where(models.User.token_hash == token_digest(token))).first()
+def user_for_token(ws: Workspace, token: str) -> Member | None:
+    with ws.session() as s:
+        return _member(s, ws, s.scalars(select(models.User).where(models.User.token_hash == token_digest(token))).first())
+
+
+def member(ws: Workspace, user_id: int, generation: int | None) -> Member | None:
+    """The member behind a session, unless the session's generation has been ended since."""
+    with ws.session() as s:
+        found = _member(s, ws, s.get(models.User, user_id))
+    return found if found is not None and found.generation == generation else None
+
+
+def change_user(ws: Workspace, name: str, action: str, *, password: str | None = None, by: int | None = None) -> str | None:
+    """disable, enable, passwd (a new password), revoke-token, logout (end every session). Every one of them
+    ends the user's sessions on every server; each is written to the audit log. Returns a new token when
+    `action` is "new-token"."""
+    if action == "passwd" and (password is None or len(password) < MIN_PASSWORD):
+        raise LabelerError(f"passwords need at least {MIN_PASSWORD} characters")
+    token = secrets.token_urlsafe(32) if action == "new-token" else None
+    with ws.session() as s:
+        user = s.scalars(select(models.User).where(models.User.name == name)).first()
+        if user is None or s.get(models.Membership, (user.id, ws.project_id)) is None:
+            raise LabelerError(f"no user {name!r} in this project")  # another project's admins manage them there
+        if action == "disable":
+            user.disabled = True
+        elif action == "enable":
+            user.disabled = False
+        elif action == "passwd":
+            user.password_hash = hash_password(password)
+        elif action == "revoke-token":
+            user.token_hash = None
+        elif action == "new-token":
+            user.token_hash = token_digest(token)
+        elif action != "logout":
+            raise LabelerError(f"unknown user action {action!r}")
+        user.session_generation += 1
+        audit.record(s, f"user.{action}", user_id=by, name=name, changed_user=user.id)
+    return token

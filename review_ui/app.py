@@ -19,6 +19,7 @@ from labeler.workspace import Workspace
 from review_ui.guard import BodyGuard
 from review_ui.queue import Conflict
 from review_ui.routers import items, metrics, pages, queue, users
+from review_ui.throttle import LoginThrottle
 
 SECRET_ENV = "LABELER_SESSION_SECRET"
 SESSION_HOURS = 12
@@ -35,6 +36,7 @@ def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: st
     one); otherwise a random one per start, which logs everyone out on restart. It is never stored."""
     app = FastAPI(title=f"labeler review: {ws.config.name}", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.workspace = ws
+    app.state.throttle = LoginThrottle()
     app.add_middleware(SessionMiddleware, secret_key=session_secret or os.environ.get(SECRET_ENV) or secrets.token_urlsafe(32),
                        session_cookie=SESSION_COOKIE, max_age=SESSION_HOURS * 3600, same_site="lax",
                        https_only=secure_cookies)
@@ -49,8 +51,12 @@ def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: st
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, exc: HTTPException):
-        if exc.status_code == 401 and not request.url.path.startswith("/api/"):
+        page = not request.url.path.startswith("/api/")
+        if exc.status_code == 401 and page:
             return RedirectResponse(f"/login?next={request.url.path}", status_code=303)  # pages send people to log in
+        if exc.status_code == 403 and page and request.method == "GET":  # a page, not JSON, with a way back
+            return pages.templates.TemplateResponse(request, "forbidden.html", {
+                "detail": str(exc.detail).capitalize(), "back": "/", "project": ws.config.name}, status_code=403)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(OperationalError)

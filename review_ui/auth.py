@@ -8,11 +8,9 @@ import hmac
 import secrets
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy import select
 
-from labeler import models
 from labeler.models import Role
-from labeler.users import user_for_token
+from labeler.users import Member, member, user_for_token
 from labeler.workspace import Workspace
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -42,29 +40,36 @@ def check_csrf(request: Request, supplied: str | None) -> None:
         raise HTTPException(403, "missing or wrong CSRF token")
 
 
-def current_user(request: Request, ws: Workspace = Depends(workspace)) -> models.User:
+def current_user(request: Request, ws: Workspace = Depends(workspace)) -> Member:
+    """The member of this project making the request. A disabled user, a revoked token, a session ended
+    since (logout, new password, disable: the user's session generation moved on) or a user with no
+    role in this project is nobody here."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
-        user = user_for_token(ws.engine, header[7:].strip())
+        user = user_for_token(ws, header[7:].strip())
         if user is None:
             raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
         return user  # no cookie involved, so no cross-site forgery to guard against
     user_id = request.session.get("user_id")
-    user = None
-    if user_id is not None:
-        with ws.session() as s:
-            user = s.scalars(select(models.User).where(models.User.id == user_id)).first()
+    user = member(ws, user_id, request.session.get("generation")) if user_id is not None else None
     if user is None:
+        request.session.pop("user_id", None)
         raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Bearer"})
     if request.method not in SAFE_METHODS:
         check_csrf(request, request.headers.get(CSRF_HEADER))
     return user
 
 
+def member_or_none(request: Request, ws: Workspace) -> Member | None:
+    """The session's member, if the session is still good (no error when it is not)."""
+    user_id = request.session.get("user_id")
+    return member(ws, user_id, request.session.get("generation")) if user_id is not None else None
+
+
 def allow(*roles: Role):
     """A dependency giving the current user when their role is one of `roles`, else 403."""
 
-    def dependency(user: models.User = Depends(current_user)) -> models.User:
+    def dependency(user: Member = Depends(current_user)) -> Member:
         if user.role not in roles:
             raise HTTPException(403, f"the {user.role.value} role may not do this")
         return user

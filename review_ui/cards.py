@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from labeler import models
+from labeler.users import Member
 from labeler.workspace import Workspace
 from review_ui.queue import EXPERTS, Lease
 from review_ui.schemas import Card, MachineVote
 
+BLIND = "a blind item: the machines' view is hidden, so it measures your own judgement"
 
-def card(ws: Workspace, lease: Lease | None, user: models.User) -> Card | None:
+
+def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
+    """The item and the machines' view of it: the same for every item, a hidden gold one included (the run
+    gives gold items the view a new item with their votes would get), except on blind items, which show none."""
     if lease is None:
         return None
     Vote, Annotator = models.Vote, models.Annotator
@@ -22,17 +25,20 @@ def card(ws: Workspace, lease: Lease | None, user: models.User) -> Card | None:
             .where(Vote.item_id == lease.item_id).order_by(Vote.id)
         ).all()
         decision = s.get(models.Decision, lease.item_id)
+        progress = None
+        if lease.qualification is not None:
+            done = s.scalar(select(func.count()).select_from(models.ReviewTask).where(
+                models.ReviewTask.qualification_id == lease.qualification, models.ReviewTask.submitted_at.is_not(None)))
+            progress = {"answered": done, "of": s.get(models.Qualification, lease.qualification).items}
     newest = {name: (label, probs, version) for name, label, probs, version in rows}  # later versions win
     votes = [MachineVote(annotator=name, label=label, version=version,
                          probability=round(probs[label], 3) if probs and label in probs else None)
              for name, (label, probs, version) in newest.items()]
-    if decision is not None and decision.state != models.State.gold:
-        suggestion, confidence = decision.details.get("machine", {}).get("label", decision.label), decision.confidence
-    else:
-        # A hidden gold item (or one never run): its stored label is the answer, so only the votes speak.
-        counts = Counter(v.label for v in votes if v.label)
-        suggestion, confidence = (counts.most_common(1)[0][0] if counts else None), None
+    machine = (decision.details or {}).get("machine", {}) if decision is not None else {}
     answers = decision.details.get("decided_by", []) if decision is not None and user.role in EXPERTS else []
-    return Card(task_id=lease.task_id, item_id=lease.item_id, external_id=lease.external_id, fields=lease.fields,
-                suggestion=suggestion, confidence=confidence, votes=votes, answers=answers,
-                expires_at=lease.expires_at.isoformat())
+    common = dict(task_id=lease.task_id, item_id=lease.item_id, external_id=lease.external_id, fields=lease.fields,
+                  answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress)
+    if lease.blind:
+        return Card(**common, suggestion=None, confidence=None, votes=[], reason=BLIND, blind=True)
+    return Card(**common, suggestion=machine.get("label"), confidence=machine.get("confidence"), votes=votes,
+                reason=machine.get("reason"), blind=False)

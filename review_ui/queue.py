@@ -23,13 +23,16 @@ from labeler import audit, models
 from labeler.errors import LabelerError
 from labeler.models import Role, Split, State, utcnow
 from labeler.store import retry_deadlock, write_transaction
+from labeler.users import Member
 from labeler.workspace import Workspace
+from review_ui import qualification
 
 CANDIDATES = 50  # open items examined per lease attempt
 BUSY_RETRIES = 20
 EXPERTS = (Role.expert, Role.admin)
 
 Task, Decision, Item, User = models.ReviewTask, models.Decision, models.Item, models.User
+Membership = models.Membership
 
 
 class _Busy(Exception):
@@ -47,9 +50,11 @@ class Lease:
     external_id: str
     fields: dict
     expires_at: datetime
+    blind: bool = False  # shown with no machine view
+    qualification: int | None = None  # the qualification attempt it belongs to
 
 
-def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
+def lease_next(ws: Workspace, user: Member, *, overlap: int | None = None,
                lease_minutes: float | None = None, gold_share: float | None = None) -> Lease | None:
     """The user's current lease, or a new one on the open item closest to done; None: nothing to do."""
     routing = ws.config.routing
@@ -66,16 +71,22 @@ def lease_next(ws: Workspace, user: models.User, *, overlap: int | None = None,
 
 
 @retry_deadlock
-def _lease_next(ws: Workspace, user: models.User, overlap: int, expires: datetime, gold_share: float) -> Lease | None:
+def _lease_next(ws: Workspace, user: Member, overlap: int, expires: datetime, gold_share: float) -> Lease | None:
     now = utcnow()
     with write_transaction(ws.engine) as c:
         held = c.execute(
-            select(Task.id, Task.item_id, Task.expires_at)
+            select(Task.id, Task.item_id, Task.expires_at).join(Item, Item.id == Task.item_id)
             .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.skipped_at.is_(None),
-                   Task.expires_at > now).limit(1)
+                   Task.expires_at > now, Item.project_id == ws.project_id).limit(1)
         ).first()
         if held:
-            return _lease(c, *held)
+            return _lease(c, held.id)
+        if user.role not in EXPERTS and (gate := qualification.gate(c, ws, user)) is not None:
+            item_id = qualification.next_item(c, ws, user, gate.attempt) if gate.attempt else None
+            if item_id is None:
+                return None  # cooling down after a failed attempt (or no gold to qualify on)
+            _count(c, item_id, +1)
+            return _lease(c, _new_task(c, item_id, user, now, expires, blind=True, attempt=gate.attempt))
         item_id = _take_open_item(c, ws, user, overlap, now)
         if item_id is None:
             return None
@@ -85,10 +96,18 @@ def _lease_next(ws: Workspace, user: models.User, overlap: int, expires: datetim
                 _count(c, item_id, -1)
                 _count(c, gold, +1)
                 item_id = gold
-        task_id = c.execute(
-            insert(Task).values(item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires).returning(Task.id)
-        ).scalar_one()
-        return _lease(c, task_id, item_id, expires)
+        share = ws.config.routing.review_blind_share
+        blind = user.role not in EXPERTS and share > 0 and random.random() < share
+        return _lease(c, _new_task(c, item_id, user, now, expires, blind=blind))
+
+
+def _new_task(c, item_id: int, user: Member, now: datetime, expires: datetime, *, blind: bool,
+              attempt: int | None = None) -> int:
+    """A lease row, with what the screen will show of the machines: the suggestion is kept as shown."""
+    machine = (c.execute(select(Decision.details).where(Decision.item_id == item_id)).scalar() or {}).get("machine", {})
+    return c.execute(insert(Task).values(
+        item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires, blind=blind,
+        suggested=None if blind else machine.get("label"), qualification_id=attempt).returning(Task.id)).scalar_one()
 
 
 def _count(c, item_id: int, change: int) -> None:
@@ -96,14 +115,14 @@ def _count(c, item_id: int, change: int) -> None:
     c.execute(update(Decision).where(Decision.item_id == item_id).values(review_count=Decision.review_count + change))
 
 
-def _take_open_item(c, ws: Workspace, user: models.User, overlap: int, now: datetime) -> int | None:
+def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime) -> int | None:
     """Claim a slot on an open item (count it) and return the item; experts look at escalated items first."""
     mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
     in_project = select(Item.id).where(Item.id == Decision.item_id, Item.project_id == ws.project_id).exists()
     # One expert per escalated item, whoever reviewed it before; an expert's "I don't know" frees it.
     expert_on_it = (
-        select(Task.id).join(User, User.id == Task.user_id)
-        .where(Task.item_id == Decision.item_id, User.role.in_(EXPERTS), Task.skipped_at.is_(None),
+        select(Task.id).join(Membership, (Membership.user_id == Task.user_id) & (Membership.project_id == ws.project_id))
+        .where(Task.item_id == Decision.item_id, Membership.role.in_(EXPERTS), Task.skipped_at.is_(None),
                or_(and_(Task.submitted_at.is_(None), Task.expires_at > now), Task.label.is_not(None)))
         .exists()
     )
@@ -130,19 +149,25 @@ def _take_open_item(c, ws: Workspace, user: models.User, overlap: int, now: date
     return None
 
 
-def _unseen_gold(c, ws: Workspace, user: models.User) -> int | None:
-    """A gold item (not a few-shot example) this user has never been shown."""
+def _unseen_gold(c, ws: Workspace, user: Member) -> int | None:
+    """A gold item (not a few-shot example) this user has never been shown, and that looks like the items
+    reviewers get: one the machines would have sent to review (or one no run has scored yet). A gold item
+    the machines would accept shows a confidence no real review item has: a tell."""
     seen = select(Task.id).where(Task.item_id == models.GoldLabel.item_id, Task.user_id == user.id).exists()
+    review = Decision.details[("machine", "review")].as_boolean()
+    like_review = or_(review.is_(True), review.is_(None))
     return c.execute(
         select(models.GoldLabel.item_id).join(Item, Item.id == models.GoldLabel.item_id)
-        .where(Item.project_id == ws.project_id, models.GoldLabel.split != Split.examples, ~seen)
+        .join(Decision, Decision.item_id == models.GoldLabel.item_id)
+        .where(Item.project_id == ws.project_id, models.GoldLabel.split != Split.examples, ~seen, like_review)
         .order_by(func.random()).limit(1)
     ).scalar()
 
 
-def _lease(c, task_id: int, item_id: int, expires: datetime) -> Lease:
-    external_id, fields = c.execute(select(Item.external_id, Item.fields).where(Item.id == item_id)).one()
-    return Lease(task_id, item_id, external_id, fields, expires)
+def _lease(c, task_id: int) -> Lease:
+    row = c.execute(select(Task.item_id, Item.external_id, Item.fields, Task.expires_at, Task.blind,
+                           Task.qualification_id).join(Item, Item.id == Task.item_id).where(Task.id == task_id)).one()
+    return Lease(task_id, row.item_id, row.external_id, row.fields, row.expires_at, row.blind, row.qualification_id)
 
 
 def _lock_decision(c, item_id: int) -> None:
@@ -151,13 +176,18 @@ def _lock_decision(c, item_id: int) -> None:
 
 
 @retry_deadlock
-def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None, client_id: str,
+def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, client_id: str,
            reason: str | None = None, overlap: int | None = None) -> dict:
     """Record the user's answer (None with a reason: "I don't know"); a retry with the same client id is a no-op."""
     if label is not None and label not in ws.config.label_names:
         raise LabelerError(f"unknown label {label!r}")
     if label is None and not (reason or "").strip():
         raise LabelerError("'I don't know' needs a reason")
+    written = reason is not None and reason.strip() not in ws.config.routing.review_dont_know_reasons \
+        and len(reason.strip()) >= 10
+    if label is None and not written and over_dont_know_cap(ws, user):
+        raise LabelerError("you are over the share of 'I don't know' answers this project allows: "
+                           "write in your own words why this item cannot be labeled")
     if not client_id.strip():
         raise LabelerError("a submission needs a client id")
     overlap = overlap or ws.config.routing.review_overlap
@@ -167,26 +197,59 @@ def submit(ws: Workspace, user: models.User, item_id: int, *, label: str | None,
         if done:
             return {"status": "duplicate", "task_id": done[0]}
         task = c.execute(
-            select(Task.id).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
-                                  Task.skipped_at.is_(None), Task.expires_at > utcnow()).order_by(Task.id.desc()).limit(1)
+            select(Task.id, Task.qualification_id).join(Item, Item.id == Task.item_id)
+            .where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
+                   Task.skipped_at.is_(None), Task.expires_at > utcnow(), Item.project_id == ws.project_id)
+            .order_by(Task.id.desc()).limit(1)
         ).first()
-        if task is None:  # never leased, skipped, or expired (its slot may have gone to someone else)
+        if task is None:  # never leased, skipped, expired (its slot may have gone to someone else), another project's
             raise Conflict("no live lease on this item: ask for the next item")
         c.execute(update(Task).where(Task.id == task[0]).values(
             submitted_at=utcnow(), client_id=client_id, label=label, reason=reason))
-        state = _settle(c, item_id, overlap)
+        state = _settle(c, ws, item_id, overlap)
         audit.record(c, "review.submit", user_id=user.id, item_id=item_id, label=label, reason=reason, state=state)
+        if task.qualification_id is not None:
+            qualification.answered(c, ws, user, task.qualification_id)
+        elif state == "gold" and qualification.check_pause(c, ws, user):
+            _drop_leases(c, Task.user_id == user.id)  # paused: their other leases go back to the queue
         return {"status": "recorded", "task_id": task[0], "state": state}
 
 
+def waiting(ws: Workspace, user: Member) -> str | None:
+    """Why a reviewer gets no item, when it is not an empty queue: a qualification cool-down."""
+    if user.role in EXPERTS:
+        return None
+    with write_transaction(ws.engine) as c:
+        gate = qualification.gate(c, ws, user)
+    return gate.message if gate is not None else None
+
+
+DONT_KNOW_WINDOW = 50  # a reviewer's last answers over which the share of "I don't know" is counted
+
+
+def dont_know_share(ws: Workspace, user_id: int) -> tuple[float, int]:
+    """The share of "I don't know" among a reviewer's last answers in this project, and how many answers."""
+    with ws.session() as s:
+        labels = s.scalars(select(Task.label).join(Item, Item.id == Task.item_id)
+                           .where(Task.user_id == user_id, Item.project_id == ws.project_id, Task.submitted_at.is_not(None))
+                           .order_by(Task.submitted_at.desc()).limit(DONT_KNOW_WINDOW)).all()
+    return (sum(label is None for label in labels) / len(labels) if labels else 0.0), len(labels)
+
+
+def over_dont_know_cap(ws: Workspace, user: Member) -> bool:
+    share, answers = dont_know_share(ws, user.id)
+    return answers >= 10 and share >= ws.config.routing.review_dont_know_cap
+
+
 @retry_deadlock
-def skip(ws: Workspace, user: models.User, item_id: int) -> None:
+def skip(ws: Workspace, user: Member, item_id: int) -> None:
     """Give the lease back: the item's slot frees now, and the item stays out of this user's queue."""
     with write_transaction(ws.engine) as c:
         _lock_decision(c, item_id)  # the decision row first, as submit does: one lock order, no deadlock
+        in_project = select(Item.id).where(Item.id == item_id, Item.project_id == ws.project_id).exists()
         skipped = c.execute(
             update(Task).where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
-                               Task.skipped_at.is_(None))
+                               Task.skipped_at.is_(None), in_project)
             .values(skipped_at=utcnow(), expires_at=utcnow()).returning(Task.item_id)).scalars().all()
         for item in skipped:
             _count(c, item, -1)
@@ -202,7 +265,7 @@ def _drop_leases(c, *conditions) -> int:
 
 
 @retry_deadlock
-def undo(ws: Workspace, user: models.User, *, overlap: int | None = None,
+def undo(ws: Workspace, user: Member, *, overlap: int | None = None,
          lease_minutes: float | None = None) -> Lease:
     """Take back the user's newest answer and lease its item to them again; their current lease is returned."""
     overlap = overlap or ws.config.routing.review_overlap
@@ -223,20 +286,22 @@ def undo(ws: Workspace, user: models.User, *, overlap: int | None = None,
         _drop_leases(c, Task.user_id == user.id)
         c.execute(update(Task).where(Task.id == last.id).values(
             submitted_at=None, client_id=None, label=None, reason=None, leased_at=utcnow(), expires_at=expires))
-        state = _settle(c, last.item_id, overlap)
+        state = _settle(c, ws, last.item_id, overlap)
         audit.record(c, "review.undo", user_id=user.id, item_id=last.item_id, label=last.label, state=state)
-        return _lease(c, last.id, last.item_id, expires)
+        return _lease(c, last.id)
 
 
-def _settle(c, item_id: int, overlap: int) -> str:
+def _settle(c, ws: Workspace, item_id: int, overlap: int) -> str:
     """Set the item's state from all answers submitted so far (also after an undo)."""
     decision = c.execute(select(Decision).where(Decision.item_id == item_id)).first()
     if decision is None or decision.state == State.gold:
         return "gold"  # a hidden gold item: the answer measures the reviewer and settles nothing
     details = dict(decision.details or {})
-    machine = details.setdefault("machine", {"label": decision.label, "method": decision.method})
+    machine = details.setdefault("machine", {"label": decision.label})
+    machine.setdefault("method", decision.method)  # what to go back to if every answer is undone
     answers = c.execute(
-        select(Task.label, Task.reason, User.name, User.role).join(User, User.id == Task.user_id)
+        select(Task.label, Task.reason, User.name, Membership.role).join(User, User.id == Task.user_id)
+        .join(Membership, (Membership.user_id == User.id) & (Membership.project_id == ws.project_id))
         .where(Task.item_id == item_id, Task.submitted_at.is_not(None)).order_by(Task.submitted_at, Task.id)
     ).all()
     experts = [a for a in answers if a.role in EXPERTS and a.label is not None]
@@ -267,7 +332,7 @@ def expire_leases(ws: Workspace) -> int:
 
 
 @retry_deadlock
-def promote_to_gold(ws: Workspace, user: models.User, item_id: int, label: str, split: Split) -> None:
+def promote_to_gold(ws: Workspace, user: Member, item_id: int, label: str, split: Split) -> None:
     """An expert makes an item gold (calibration or honeypot) or a guideline example; it becomes its decision."""
     if label not in ws.config.label_names:
         raise LabelerError(f"unknown label {label!r}")

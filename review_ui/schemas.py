@@ -26,15 +26,19 @@ class Card(BaseModel):
     item_id: int
     external_id: str
     fields: dict[str, Any]
-    suggestion: str | None  # the machines' best guess, preselected on the screen
+    suggestion: str | None  # the machines' best guess, preselected on the screen (None on blind items)
     confidence: float | None  # its calibrated confidence
     votes: list[MachineVote]
+    reason: str | None = None  # in one line, why this item came to people
+    blind: bool = False  # the machines' view is hidden on this item
+    qualification: dict | None = None  # {answered, of} while qualifying
     answers: list[dict] = []  # reviewers' answers so far: shown to experts only
     expires_at: str
 
 
 class Next(BaseModel):
     item: Card | None  # None: nothing left to review
+    message: str | None = None  # why there is no item, when there is a reason other than an empty queue
 
 
 class Submission(BaseModel):
@@ -47,6 +51,7 @@ class Submission(BaseModel):
 class Submitted(BaseModel):
     status: Literal["recorded", "duplicate"]
     item: Card | None  # the next item, so saving and moving on is one round trip
+    message: str | None = None
 
 
 class Skip(BaseModel):
@@ -63,6 +68,10 @@ class NewUser(BaseModel):
     role: Role
     password: str | None = Field(default=None, max_length=1000)
     token: bool = False
+
+
+class NewPassword(BaseModel):
+    password: str = Field(min_length=1, max_length=1000)
 
 
 class CreatedUser(BaseModel):

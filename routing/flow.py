@@ -23,7 +23,7 @@ import time
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 
 from labeler import models
 from labeler.config import RecordedAnnotator
@@ -168,23 +168,43 @@ def _merge(reports: dict, report) -> None:
         reports[report.name] = report
 
 
+REASONS = {
+    "uncertified": "no confidence level is certified on this gold yet",
+    "below": "its calibrated confidence is below the level the gold certifies",
+    "futile": "no annotator left could have lifted it to the level the gold certifies",
+    "disagree": "the machines disagree",
+}
+
+
+def _why(policy: ProjectPolicy, votes: dict) -> str:
+    """One line for the reviewer: why the machines left this item to people."""
+    if not policy.ready:
+        return REASONS["uncertified"]
+    labels = {label for label, _ in votes.values() if label is not None}
+    return REASONS["disagree"] + "; " + REASONS["below"] if len(labels) > 1 else REASONS["below"]
+
+
 def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: dict, run_id: int, set_aside: set) -> dict:
-    """auto for accepted items; needs_review, with the best guess, for the rest."""
+    """auto for accepted items; needs_review, with the best guess, for the rest. Each decision keeps the
+    machines' view (`details.machine`: label, calibrated confidence, why it needs people), which the
+    review screen shows; gold items get the same view, so a hidden gold item looks like any other."""
     rows, now = [], utcnow()
     votes = load_votes(ws, policy.stages, items, set_aside) if policy.stages else {}
     rest = [i for i in items if i not in accepted]
     guess = scores(policy, votes, rest) if (policy.models is not None and rest) else None
     method = "cascade:confusion+platt"
     for item_id, (stage, k, calibrated, confidence) in accepted.items():
-        rows.append({"item_id": item_id, "label": policy.label_names[k], "confidence": round(calibrated, 6),
+        machine = {"label": policy.label_names[k], "confidence": round(calibrated, 6), "reason": None}
+        rows.append({"item_id": item_id, "label": machine["label"], "confidence": machine["confidence"],
                      "state": State.auto, "method": method, "updated_at": now,
                      "details": {"run": run_id, "stage": stage, "asked": [st.name for st in policy.stages[: stage + 1]],
-                                 "posterior": round(confidence, 6), "lambda": policy.policy.level}})
+                                 "posterior": round(confidence, 6), "lambda": policy.policy.level, "machine": machine}})
     for n, item_id in enumerate(rest):
         label, confidence = _fallback(policy, votes.get(item_id, {}), guess, n)
+        machine = {"label": label, "confidence": confidence, "reason": _why(policy, votes.get(item_id, {}))}
         rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
                      "method": method if guess is not None else "majority", "updated_at": now,
-                     "details": {"run": run_id, "reason": "below the acceptance level" if policy.ready else policy.reason}})
+                     "details": {"run": run_id, "reason": policy.reason or machine["reason"], "machine": machine}})
     with ws.session() as s:
         # Conditional, in one statement: a reviewer who took or answered an item during the run keeps it.
         upsert(s, models.Decision, rows, keys=["item_id"], where=MACHINE_OWNED)
@@ -194,9 +214,37 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
             .where(models.Item.project_id == ws.project_id, Decision.details["run"].as_integer() == run_id,
                    Decision.state.in_([State.auto, State.needs_review]))
             .group_by(Decision.state)).all())
+    _gold_views(ws, policy, set_aside)
     counts = {state.value: n for state, n in sorted(states.items(), key=lambda kv: kv[0].value)}
     kept = len(items) - sum(counts.values())
     return counts | ({"kept_by_reviewers": kept} if kept else {})
+
+
+def _gold_views(ws: Workspace, policy: ProjectPolicy, set_aside: set) -> None:
+    """The machines' view of each gold item (not examples), as a new item with its votes would get it:
+    its label, calibrated confidence, and whether it would go to review. Calibration gold is scored
+    by its fold's model, which never saw its label."""
+    gold = [i for i, (_, split) in gold_of(ws).items() if split != models.Split.examples]
+    votes = load_votes(ws, policy.stages, gold, set_aside) if policy.stages and gold else {}
+    gold = [i for i in gold if votes.get(i)]
+    if not gold:
+        return
+    paths = scores(policy, votes, gold) if policy.models is not None else None
+    first = paths.accept(policy.policy.lambda_)[0] if paths is not None and policy.ready else np.full(len(gold), -1)
+    views = []
+    for n, item_id in enumerate(gold):
+        label, confidence = _fallback(policy, votes[item_id], paths, n)
+        review = bool(first[n] < 0)
+        views.append({"key": item_id, "machine": {"label": label, "confidence": confidence, "review": review,
+                                                  "reason": _why(policy, votes[item_id]) if review else None}})
+    Decision = models.Decision
+    with ws.session() as s:
+        details = dict(s.execute(select(Decision.item_id, Decision.details).where(Decision.item_id.in_(gold))).all())
+        rows = [{"key": v["key"], "details": dict(details.get(v["key"]) or {}, machine=v["machine"])}
+                for v in views if v["key"] in details]
+        if rows:
+            s.connection().execute(update(Decision.__table__).where(Decision.__table__.c.item_id == bindparam("key"))
+                                   .values(details=bindparam("details")), rows)
 
 
 def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None]:

@@ -90,6 +90,7 @@ annotators:
     kind: model
 routing:
   target_accuracy: 0.9
+  review_blind_share: 0  # tests of blind items set their own share
 """
 
 

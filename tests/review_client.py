@@ -36,7 +36,7 @@ def login(client, name: str, password: str = PASSWORD):
 
 def make_users(ws, **roles: Role) -> None:
     for name, role in roles.items():
-        add_user(ws.engine, name, role, password=PASSWORD)
+        add_user(ws, name, role, password=PASSWORD)
 
 
 def free_port() -> int:

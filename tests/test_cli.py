@@ -83,7 +83,7 @@ def test_demo_runs_the_whole_loop_with_the_embedded_annotators(tmp_path):
     gemma_votes = [v for r in rows for v in r["votes"] if v["annotator"] == "gemma"]
     assert gemma_votes[0]["version"] == "v1"
     assert sum(v["probs"] is not None for v in gemma_votes) > 0.9 * len(gemma_votes)  # from logprobs
-    assert authenticate(open_workspace(root).engine, "demo", password) is not None  # only its hash is stored
+    assert authenticate(open_workspace(root), "demo", password) is not None  # only its hash is stored
     again = labeler("demo", cwd=tmp_path, check=False)  # the folder is taken: said so, nothing overwritten
     assert again.returncode == 1 and "already holds a project" in again.stderr
 

@@ -27,9 +27,10 @@ def review_project(tmp_path):
         ids = dict(s.execute(select(models.Item.external_id, models.Item.id)).all())
         s.add_all(models.Vote(item_id=i, annotator_id=annotator, version="m1", label="positive",
                               probs={"positive": 0.61, "negative": 0.3, "neutral": 0.09}) for i in ids.values())
+        machine = {"label": "positive", "confidence": 0.55, "reason": "its calibrated confidence is below the level"}
         upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.55, "state": State.needs_review,
-                                     "method": "cascade", "details": {}, "updated_at": utcnow()} for i in ids.values()],
-               ["item_id"])
+                                     "method": "cascade", "details": {"machine": machine}, "updated_at": utcnow()}
+                                    for i in ids.values()], ["item_id"])
     make_users(ws, ann=Role.reviewer)
     return ws, root, url, ids
 
@@ -57,6 +58,7 @@ def test_a_reviewer_works_the_queue_by_keyboard(tmp_path, chromium):
         assert "<script>window.pwned = 1</script>" in page.inner_text("#fields")
         assert page.locator("#fields b").count() == 0 and page.evaluate("window.pwned") is None
         expect(page.locator("#machine")).to_contain_text("positive (calibrated confidence 55 %)")
+        expect(page.locator("#why")).to_have_text("Why it is here: its calibrated confidence is below the level.")
         expect(page.locator("button.label.chosen")).to_have_text("1 positive")  # the suggestion, preselected
         page.screenshot(path=str(ARTIFACTS / "review-screen.png"), full_page=True)
 
@@ -100,3 +102,46 @@ def test_a_reviewer_works_the_queue_by_keyboard(tmp_path, chromium):
                                 .join(models.Decision, models.Decision.item_id == models.Item.id)).all())
     assert states["i3"] == State.escalated and states["i0"] == State.confirmed and states["i5"] == State.needs_review
     assert (ARTIFACTS / "review-screen.png").stat().st_size > 10_000
+
+
+def test_a_hidden_gold_card_looks_like_any_other_but_for_its_text(tmp_path, chromium):
+    """After a real run, gold items carry the machines' view a new item would get: the same card."""
+    from tests.llm_server import LLMServer
+    from tests.test_cli import labeler
+    from tests.test_routing_run import make_project
+
+    url = os.environ.get("LABELER_DATABASE_URL") or f"sqlite:///{tmp_path / 'store.db'}"
+    with LLMServer() as server:
+        ws = make_project(tmp_path, server, [("coin", "noisy-0.3", 0)], n_items=140, calibration=60, honeypots=40,
+                          target=0.99, url=url)
+        (ws.project.root / "labeler.yaml").write_text((ws.project.root / "labeler.yaml").read_text().replace(
+            "routing: {", "routing: {review_gold_share: 0.5, review_blind_share: 0, "))
+        ws = open_workspace(ws.project.root, url=url)
+        labeler("run", "-p", ws.project.root, env={"LABELER_DATABASE_URL": url})  # its own process: the browser owns this loop
+    make_users(ws, ann=Role.reviewer)
+    with ws.session() as s:
+        gold = set(s.scalars(select(models.Item.external_id).join(
+            models.GoldLabel, models.GoldLabel.item_id == models.Item.id)))
+    shape = """() => { const copy = document.querySelector('#card').cloneNode(true);
+        const walk = (n) => { for (const c of n.childNodes) { if (c.nodeType === 3) c.textContent = c.textContent.trim() ? 'T' : '';
+                                                            else walk(c); } }; walk(copy); return copy.outerHTML; }"""
+    with serve(ws.project.root, url) as base:
+        page = chromium.new_page()
+        page.goto(f"{base}/login")
+        page.fill("input[name=name]", "ann")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        cards = {}
+        for _ in range(40):
+            expect(page.locator("#item-id")).not_to_have_text("")
+            external = page.inner_text("#item-id")
+            kind = "gold" if external in gold else "real"
+            cards.setdefault(kind, (external, page.evaluate(shape), page.inner_text("#machine"), page.inner_text("#why")))
+            if len(cards) == 2:
+                break
+            page.keyboard.press("1")
+            expect(page.locator("#item-id")).not_to_have_text(external)
+    (_, gold_shape, gold_machine, gold_why), (_, real_shape, real_machine, real_why) = cards["gold"], cards["real"]
+    assert gold_shape == real_shape  # the same elements, attributes and order: only the text differs
+    assert "calibrated confidence" in gold_machine and "calibrated confidence" in real_machine
+    assert gold_why.startswith("Why it is here:") and real_why.startswith("Why it is here:")

@@ -25,7 +25,7 @@ def test_twenty_reviewers_never_exceed_the_overlap_and_every_submission_counts_o
     root = write_project(tmp_path / "proj", yaml_text=yaml_text)
     ws = open_workspace(root, url=store_url)
     needing_review(ws, tmp_path, ITEMS)
-    tokens = {f"r{k}": add_user(ws.engine, f"r{k}", Role.reviewer, with_token=True) for k in range(REVIEWERS)}
+    tokens = {f"r{k}": add_user(ws, f"r{k}", Role.reviewer, with_token=True) for k in range(REVIEWERS)}
     recorded, duplicates, errors = Counter(), Counter(), []
 
     def reviewer(name: str, token: str, base: str) -> None:

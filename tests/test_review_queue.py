@@ -14,7 +14,7 @@ from labeler.errors import LabelerError
 from labeler.importing import import_items
 from labeler.models import Role, State, utcnow
 from labeler.store import upsert
-from labeler.users import add_user
+from labeler.users import add_user, authenticate
 from review_ui.queue import expire_leases, lease_next, skip, submit
 from tests.conftest import write_file
 
@@ -23,15 +23,17 @@ def needing_review(ws, tmp_path, n):
     import_items(ws, write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{k},text {k}\n" for k in range(n))))
     with ws.session() as s:
         ids = list(s.scalars(select(models.Item.id)))
+        machine = {"label": "positive", "confidence": 0.5, "reason": "its calibrated confidence is below the level"}
         upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.5, "state": State.needs_review,
-                                     "method": "cascade", "details": {}, "updated_at": utcnow()} for i in ids], ["item_id"])
+                                     "method": "cascade", "details": {"machine": machine}, "updated_at": utcnow()}
+                                    for i in ids], ["item_id"])
     return ids
 
 
 def user(ws, name, role=Role.reviewer):
-    add_user(ws.engine, name, role, password="long-password")
-    with ws.session() as s:
-        return s.scalars(select(models.User).where(models.User.name == name)).one()
+    """A new member of the project, as the review app sees them."""
+    add_user(ws, name, role, password="long-password")
+    return authenticate(ws, name, "long-password")
 
 
 def decision(ws, item_id):

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from labeler.models import Role
 from labeler.users import add_user
 from review_ui.app import create_app
-from tests.review_client import PASSWORD, login, make_users, serve
+from tests.review_client import PASSWORD, csrf_of, login, make_users, serve
 
 R, E, M, A = Role.reviewer, Role.expert, Role.manager, Role.admin
 PUBLIC, ANY_USER, SESSION_FORM = "public", "any user", "a form of the user's session"
@@ -25,10 +25,13 @@ ALLOWED = {
     ("POST", "/api/queue/submit"): {R, E, A},
     ("POST", "/api/queue/skip"): {R, E, A},
     ("POST", "/api/queue/undo"): {R, E, A},
+    ("GET", "/api/queue/qualification"): {R, E, A},
     ("GET", "/api/items/{external_id}"): {E, M, A},
     ("POST", "/api/items/{item_id}/gold"): {E, A},
     ("GET", "/api/users"): {A},
     ("POST", "/api/users"): {A},
+    ("POST", "/api/users/{name}/{action}"): {A},
+    ("POST", "/api/users/{name}/password"): {A},
     ("GET", "/api/metrics"): {M, A},
     ("GET", "/api/scorecards"): {M, A},
     ("GET", "/api/audit"): {M, A},
@@ -51,7 +54,7 @@ def concrete(path: str) -> str:
 def test_every_route_refuses_anonymous_requests_and_roles_too_low(ws):
     app = create_app(ws, secure_cookies=False, session_secret="s")
     assert routes(app) == set(ALLOWED)  # a new route must say here who may use it
-    tokens = {role: add_user(ws.engine, f"user-{role.value}", role, with_token=True) for role in Role}
+    tokens = {role: add_user(ws, f"user-{role.value}", role, with_token=True) for role in Role}
     web = TestClient(app, follow_redirects=False)
     for (method, path), allowed in ALLOWED.items():
         url = concrete(path)
@@ -87,7 +90,7 @@ def test_session_writes_without_the_csrf_token_are_refused_on_every_api_route(ws
 
 def test_no_password_or_token_reaches_the_server_log(ws, tmp_path):
     make_users(ws, ann=Role.reviewer)
-    token = add_user(ws.engine, "bot", Role.reviewer, with_token=True)
+    token = add_user(ws, "bot", Role.reviewer, with_token=True)
     log = tmp_path / "serve.log"
     with serve(ws.project.root, str(ws.engine.url.render_as_string(hide_password=False)), log=log) as base:
         with httpx.Client(base_url=base, follow_redirects=False) as web:
@@ -104,7 +107,7 @@ def test_no_password_or_token_reaches_the_server_log(ws, tmp_path):
 def test_bodies_are_capped_and_anonymous_writes_refused_before_they_are_read(ws):
     """One anonymous 300 MB body took the server from 274 MB to 1,162 MB before it answered 401."""
     app = create_app(ws, secure_cookies=False, session_secret="s", max_body=1000)
-    token = add_user(ws.engine, "bot", Role.reviewer, with_token=True)
+    token = add_user(ws, "bot", Role.reviewer, with_token=True)
     web = TestClient(app, follow_redirects=False)
     read = []
 
@@ -128,7 +131,7 @@ def test_a_real_server_answers_a_huge_body_without_holding_it(ws):
         status = open(f"/proc/{pid}/status").read()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
 
-    token = add_user(ws.engine, "bot", Role.reviewer, with_token=True)
+    token = add_user(ws, "bot", Role.reviewer, with_token=True)
     started = []
     with serve(ws.project.root, str(ws.engine.url.render_as_string(hide_password=False)), started=started) as base:
         before = rss(started[0].pid)
@@ -137,3 +140,101 @@ def test_a_real_server_answers_a_huge_body_without_holding_it(ws):
             answer = httpx.post(f"{base}/api/queue/submit", content=body, headers=headers, timeout=60)
             assert answer.status_code == (413 if headers else 401)
         assert rss(started[0].pid) - before < 30_000  # far from the 100 MB it was sent
+
+
+def _store_url(ws) -> str:
+    return ws.engine.url.render_as_string(hide_password=False)
+
+
+def test_projects_sharing_a_store_are_isolated(ws, tmp_path):
+    """Project B's server leased project A's item, took B's label for it and confirmed it."""
+    from labeler.workspace import open_workspace
+    from tests.conftest import write_project
+    from tests.test_review_queue import needing_review
+
+    needing_review(ws, tmp_path, 2)  # project A's items, waiting for review
+    other = write_project(tmp_path / "b", yaml_text="name: project-b\nlabels: {spam: junk, ham: fine}\nfields: [text]\n")
+    b = open_workspace(other, url=_store_url(ws))
+    make_users(ws, ann=Role.reviewer, both=Role.reviewer)
+    add_user(b, "both", Role.expert)  # the same person, with another role in B (their password stays)
+    web_a, web_b = (TestClient(create_app(w, secure_cookies=False, session_secret="s"), follow_redirects=False)
+                    for w in (ws, b))
+    assert web_b.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": csrf_of(
+        web_b.get("/login").text)}, follow_redirects=False).status_code == 401  # no role in B
+    csrf_a = login(web_a, "both")
+    leased = web_a.get("/api/queue/next").json()["item"]
+    csrf_b = login(web_b, "both")
+    assert web_b.get("/api/queue/next").json()["item"] is None  # A's lease is not B's work
+    stolen = web_b.post("/api/queue/submit", json={"item_id": leased["item_id"], "label": "spam", "client_id": "x"},
+                        headers={"X-CSRF-Token": csrf_b})
+    assert stolen.status_code == 409  # not B's item: no lease on it there, whatever the label
+    foreign = web_a.post("/api/queue/submit", json={"item_id": leased["item_id"], "label": "spam", "client_id": "y"},
+                         headers={"X-CSRF-Token": csrf_a})
+    assert foreign.status_code == 422 and "unknown label" in foreign.json()["detail"]  # B's label in A: refused
+    web_b.post("/api/queue/skip", json={"item_id": leased["item_id"]}, headers={"X-CSRF-Token": csrf_b})
+    assert web_a.get("/api/queue/next").json()["item"]["item_id"] == leased["item_id"]  # A's lease stands
+    roles = {name: web.get("/api/users", headers={}).status_code for name, web in (("a", web_a), ("b", web_b))}
+    assert roles == {"a": 403, "b": 403}  # reviewers and experts do not list users
+    assert web_a.post("/api/queue/submit", json={"item_id": leased["item_id"], "label": "positive", "client_id": "z"},
+                      headers={"X-CSRF-Token": csrf_a}).json()["status"] == "recorded"
+    b.engine.dispose()
+
+
+def test_login_is_throttled_per_account_and_unknown_names_cost_the_same(ws):
+    import time
+
+    make_users(ws, ann=Role.reviewer)
+    web = TestClient(create_app(ws, secure_cookies=False, session_secret="s"), follow_redirects=False)
+
+    def attempt(name, password):
+        return web.post("/login", data={"name": name, "password": password, "csrf_token": csrf_of(web.get("/login").text)})
+
+    for _ in range(5):
+        assert attempt("ann", "wrong-guess-123").status_code == 401
+    locked = attempt("ann", PASSWORD)  # the right password, after five wrong ones: still refused
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0 and "Too many" in locked.text
+    assert web.get("/api/queue/next").status_code == 401
+
+    def seconds(name):
+        started = time.perf_counter()
+        for _ in range(4):
+            attempt(name, "wrong-guess-456")
+        return time.perf_counter() - started
+
+    fresh = TestClient(create_app(ws, secure_cookies=False, session_secret="s"), follow_redirects=False)
+    web = fresh
+    make_users(ws, bob=Role.reviewer)
+    known, unknown = seconds("bob"), seconds("nobody-at-all")
+    assert 0.5 < known / unknown < 2  # scrypt runs for unknown names too: no timing tell
+
+
+def test_sessions_and_tokens_can_be_ended_and_users_disabled(ws):
+    from labeler.users import change_user
+
+    make_users(ws, ann=Role.reviewer, root=Role.admin)
+    token = add_user(ws, "bot", Role.reviewer, with_token=True)
+    app = create_app(ws, secure_cookies=False, session_secret="s")
+    web = TestClient(app, follow_redirects=False)
+    csrf = login(web, "ann")
+    captured = dict(web.cookies)  # someone copies the cookie
+    web.post("/logout", data={"csrf_token": csrf})
+    thief = TestClient(app, cookies=captured, follow_redirects=False)
+    assert thief.get("/api/queue/next").status_code == 401  # the logout ended it everywhere
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert web.get("/api/queue/next", headers=bearer).status_code == 200
+    admin = TestClient(app, follow_redirects=False)
+    admin_csrf = login(admin, "root")
+    assert admin.post("/api/users/bot/revoke-token", headers={"X-CSRF-Token": admin_csrf}).status_code == 204
+    assert web.get("/api/queue/next", headers=bearer).status_code == 401
+    again = TestClient(app, follow_redirects=False)
+    login(again, "ann")
+    assert admin.post("/api/users/ann/disable", headers={"X-CSRF-Token": admin_csrf}).status_code == 204
+    assert again.get("/api/queue/next").status_code == 401  # disabled: the live session ends too
+    assert again.post("/login", data={"name": "ann", "password": PASSWORD,
+                                      "csrf_token": csrf_of(again.get("/login").text)}).status_code == 401
+    change_user(ws, "ann", "enable")
+    assert admin.post("/api/users/ann/password", json={"password": "a-new-password"},
+                      headers={"X-CSRF-Token": admin_csrf}).status_code == 204
+    login(again, "ann", "a-new-password")
+    events = [e["action"] for e in admin.get("/api/audit").json()]
+    assert {"user.revoke-token", "user.disable", "user.enable", "user.passwd", "user.logout"} <= set(events)

@@ -118,7 +118,7 @@ def test_a_second_run_asks_nothing_new_and_keeps_decisions(tmp_path, server):
 def test_a_run_never_undoes_what_reviewers_did_while_it_ran(tmp_path, server, store_url):
     """Reviewers confirm and lease items after the run fixed its item list, before it decides."""
     from labeler.models import Role
-    from labeler.users import add_user
+    from labeler.users import add_user, authenticate
     from review_ui.queue import lease_next, submit
 
     ws = make_project(tmp_path, server, [("coin", "noisy-0.45", 0)], n_items=120, calibration=60, honeypots=0,
@@ -126,9 +126,8 @@ def test_a_run_never_undoes_what_reviewers_did_while_it_ran(tmp_path, server, st
     run_project(ws, build_askers(ws)[0])
     assert {r.state for r in decisions(ws)} == {models.State.needs_review}
     for name in ("ann", "bob", "cy"):
-        add_user(ws.engine, name, Role.reviewer, password="long-password")
-    with ws.session() as s:
-        ann, bob, cy = (s.scalars(select(models.User).where(models.User.name == n)).one() for n in ("ann", "bob", "cy"))
+        add_user(ws, name, Role.reviewer, password="long-password")
+    ann, bob, cy = (authenticate(ws, n, "long-password") for n in ("ann", "bob", "cy"))
 
     from routing.flow import run_askers
     touched = {}

@@ -66,3 +66,27 @@ def test_store_urls_that_cannot_work_are_one_line_errors(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "psycopg", None)  # as if the `postgres` extra were missing
     with pytest.raises(LabelerError, match=r"pip install 'labeler\[postgres\]'"):
         open_store("postgresql://u@127.0.0.1/x")
+
+
+def test_users_of_a_store_before_memberships_keep_their_role_in_every_project(store_url):
+    from alembic import command
+    from alembic.config import Config
+
+    from labeler.store import MIGRATIONS, make_engine
+
+    engine = make_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0005")
+        connection.execute(text("INSERT INTO project (name, labels, config, created_at) VALUES "
+                                "('a', '[]', '{}', CURRENT_TIMESTAMP), ('b', '[]', '{}', CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO \"user\" (name, role, created_at) VALUES ('eve', 'expert', CURRENT_TIMESTAMP)"))
+    upgrade(engine)
+    with engine.connect() as c:
+        rows = c.execute(text("SELECT p.name, m.role FROM membership m JOIN project p ON p.id = m.project_id "
+                              "ORDER BY p.name")).all()
+        assert [(name, role) for name, role in rows] == [("a", "expert"), ("b", "expert")]
+        assert c.execute(text('SELECT disabled, session_generation FROM "user"')).one() in ((0, 0), (False, 0))
+    engine.dispose()

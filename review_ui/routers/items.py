@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy import select
 
 from labeler import audit, models
+from labeler.users import Member
 from labeler.workspace import Workspace
 from review_ui import queue
 from review_ui.auth import MANAGERS, allow, workspace
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api/items", tags=["items"])
 
 
 @router.get("/{external_id}")
-def item(external_id: str, ws: Workspace = Depends(workspace), _: models.User = Depends(allow(*MANAGERS, *EXPERTS))) -> dict:
+def item(external_id: str, ws: Workspace = Depends(workspace), _: Member = Depends(allow(*MANAGERS, *EXPERTS))) -> dict:
     with ws.session() as s:
         found = s.scalars(select(models.Item).where(models.Item.project_id == ws.project_id,
                                                     models.Item.external_id == external_id)).first()
@@ -30,6 +31,6 @@ def item(external_id: str, ws: Workspace = Depends(workspace), _: models.User = 
 
 @router.post("/{item_id}/gold", status_code=204)
 def make_gold(body: GoldMark, item_id: int = Path(ge=1, le=2**63 - 1), ws: Workspace = Depends(workspace),
-              user: models.User = Depends(allow(*EXPERTS))) -> None:
+              user: Member = Depends(allow(*EXPERTS))) -> None:
     """Make the item gold (calibration or honeypot) or a guideline example for the prompt."""
     queue.promote_to_gold(ws, user, item_id, body.label, models.Split(body.split))

@@ -10,10 +10,16 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 
 from evals.project_metrics import project_metrics
-from evals.scorecards import annotator_scorecards, recent_disagreements, reviewer_scorecards
-from labeler import audit, models
-from labeler.users import authenticate
+from evals.scorecards import (
+    annotator_scorecards,
+    dont_know_summary,
+    recent_disagreements,
+    reviewer_scorecards,
+)
+from labeler import audit
+from labeler.users import Member, authenticate, change_user
 from labeler.workspace import Workspace
+from review_ui import qualification
 from review_ui.auth import (
     MANAGERS,
     REVIEWERS,
@@ -21,6 +27,7 @@ from review_ui.auth import (
     check_csrf,
     csrf_token,
     current_user,
+    member_or_none,
     workspace,
 )
 from review_ui.queue import EXPERTS
@@ -28,11 +35,10 @@ from review_ui.queue import EXPERTS
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")  # autoescapes
 templates.env.globals.update(REVIEWERS=REVIEWERS, MANAGERS=MANAGERS)  # the links follow the routes' rules
-IDK_REASONS = ["Not enough context", "Not about this task", "More than one label fits", "Text unreadable or empty"]
 _markdown = MarkdownIt("commonmark", {"html": False})  # raw HTML in the guideline is shown as text
 
 
-def _home(user: models.User) -> str:
+def _home(user: Member) -> str:
     return "/review" if user.role in REVIEWERS else "/manage"
 
 
@@ -42,7 +48,7 @@ def _safe_next(target: str | None) -> str | None:
 
 
 @router.get("/", include_in_schema=False)
-def root(user: models.User = Depends(current_user)) -> RedirectResponse:
+def root(user: Member = Depends(current_user)) -> RedirectResponse:
     return RedirectResponse(_home(user), status_code=303)
 
 
@@ -56,35 +62,50 @@ def login_page(request: Request, next: str | None = None, ws: Workspace = Depend
 def login(request: Request, name: str = Form(...), password: str = Form(...), csrf_token_field: str = Form("", alias="csrf_token"),
           next: str | None = Form(None), ws: Workspace = Depends(workspace)):
     check_csrf(request, csrf_token_field)
-    user = authenticate(ws.engine, name, password)
+    throttle, client = request.app.state.throttle, request.client.host if request.client else "?"
+    wait = throttle.wait(name, client)
+    if wait:  # too many failures: refused without looking at the password
+        return _login_error(request, ws, next, f"Too many failed logins; try again in {(wait + 59) // 60} min.",
+                            429, {"Retry-After": str(wait)})
+    user = authenticate(ws, name, password)
     if user is None:
-        return templates.TemplateResponse(
-            request, "login.html", {"csrf": csrf_token(request), "next": _safe_next(next), "project": ws.config.name,
-                                    "error": "Wrong name or password."}, status_code=401)
+        throttle.failed(name, client)
+        return _login_error(request, ws, next, "Wrong name or password, or no role in this project.", 401)
     request.session.clear()  # a new session on login: no fixation of a pre-login cookie
-    request.session["user_id"] = user.id
+    request.session.update(user_id=user.id, generation=user.generation)
     csrf_token(request)
     return RedirectResponse(_safe_next(next) or _home(user), status_code=303)
 
 
+def _login_error(request: Request, ws: Workspace, next: str | None, error: str, status: int, headers=None):
+    return templates.TemplateResponse(request, "login.html", {
+        "csrf": csrf_token(request), "next": _safe_next(next), "project": ws.config.name, "error": error},
+        status_code=status, headers=headers)
+
+
 @router.post("/logout")
-def logout(request: Request, csrf_token_field: str = Form("", alias="csrf_token")) -> RedirectResponse:
+def logout(request: Request, csrf_token_field: str = Form("", alias="csrf_token"),
+           ws: Workspace = Depends(workspace)) -> RedirectResponse:
     check_csrf(request, csrf_token_field)  # a form post: the token comes in the form, not a header
+    user = member_or_none(request, ws)
+    if user is not None:  # ends this session and any copy of its cookie, on every server
+        change_user(ws, user.name, "logout", by=user.id)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
 
 @router.get("/review", response_class=HTMLResponse)
-def review_page(request: Request, ws: Workspace = Depends(workspace), user: models.User = Depends(allow(*REVIEWERS))):
+def review_page(request: Request, ws: Workspace = Depends(workspace), user: Member = Depends(allow(*REVIEWERS))):
     return templates.TemplateResponse(request, "review.html", {
         "user": user, "expert": user.role in EXPERTS, "csrf": csrf_token(request), "project": ws.config.name,
-        "labels": ws.config.labels, "fields": ws.config.fields, "reasons": IDK_REASONS,
+        "labels": ws.config.labels, "fields": ws.config.fields, "reasons": ws.config.routing.review_dont_know_reasons,
         "guideline": _markdown.render(ws.project.guidelines_text())})
 
 
 @router.get("/manage", response_class=HTMLResponse)
-def manage_page(request: Request, ws: Workspace = Depends(workspace), user: models.User = Depends(allow(*MANAGERS))):
+def manage_page(request: Request, ws: Workspace = Depends(workspace), user: Member = Depends(allow(*MANAGERS))):
     return templates.TemplateResponse(request, "manage.html", {
         "user": user, "csrf": csrf_token(request), "project": ws.config.name, "metrics": project_metrics(ws),
         "annotators": annotator_scorecards(ws), "reviewers": reviewer_scorecards(ws),
+        "qualifications": qualification.attempts(ws), "dont_know": dont_know_summary(ws),
         "disagreements": recent_disagreements(ws), "events": audit.events(ws, limit=30)})

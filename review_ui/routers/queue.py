@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from labeler import models
+from labeler.users import Member
 from labeler.workspace import Workspace
-from review_ui import queue
+from review_ui import qualification, queue
 from review_ui.auth import REVIEWERS, allow, workspace
 from review_ui.cards import card
 from review_ui.schemas import Next, Skip, Submission, Submitted
@@ -15,26 +15,41 @@ router = APIRouter(prefix="/api/queue", tags=["queue"])
 reviewer = allow(*REVIEWERS)
 
 
+def _next(ws: Workspace, user: Member) -> Next:
+    """The next card; when there is none, why, if there is more to say than an empty queue."""
+    item = card(ws, queue.lease_next(ws, user), user)
+    return Next(item=item, message=None if item else queue.waiting(ws, user))
+
+
 @router.get("/next", response_model=Next)
-def next_item(ws: Workspace = Depends(workspace), user: models.User = Depends(reviewer)) -> Next:
+def next_item(ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Next:
     """The reviewer's current lease, or a new one; asking again returns the same item."""
-    return Next(item=card(ws, queue.lease_next(ws, user), user))
+    return _next(ws, user)
 
 
 @router.post("/submit", response_model=Submitted)
-def submit(body: Submission, ws: Workspace = Depends(workspace), user: models.User = Depends(reviewer)) -> Submitted:
+def submit(body: Submission, ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Submitted:
     result = queue.submit(ws, user, body.item_id, label=body.label, reason=body.reason, client_id=body.client_id)
     # The state is not returned: on a hidden gold item it would give the item away.
-    return Submitted(status=result["status"], item=card(ws, queue.lease_next(ws, user), user))
+    return Submitted(status=result["status"], **_next(ws, user).model_dump())
 
 
 @router.post("/skip", response_model=Next)
-def skip(body: Skip, ws: Workspace = Depends(workspace), user: models.User = Depends(reviewer)) -> Next:
+def skip(body: Skip, ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Next:
     queue.skip(ws, user, body.item_id)
-    return Next(item=card(ws, queue.lease_next(ws, user), user))
+    return _next(ws, user)
+
+
+@router.get("/qualification")
+def my_qualification(ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> dict:
+    """The reviewer's qualification attempts, and the mistakes of the last finished one with the guideline's
+    section for the right label."""
+    history = qualification.attempts(ws, user.id)
+    finished = next((a for a in history if a["finished_at"]), None)
+    return {"attempts": history, "mistakes": qualification.mistakes(ws, finished["attempt"]) if finished else []}
 
 
 @router.post("/undo", response_model=Next)
-def undo(ws: Workspace = Depends(workspace), user: models.User = Depends(reviewer)) -> Next:
+def undo(ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Next:
     """Take back the newest answer: its item comes back to this reviewer, the current one returns to the queue."""
     return Next(item=card(ws, queue.undo(ws, user), user))

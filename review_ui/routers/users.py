@@ -1,28 +1,47 @@
-"""Users, for admins: list them, add one (with a password, or a token shown once)."""
+"""Users, for admins: list this project's, add one (with a password, or a token shown once), and
+disable, enable, set a password, revoke a token or end every session of one. Each is audited."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
 from labeler import models
-from labeler.users import add_user
+from labeler.users import Member, add_user, change_user
 from labeler.workspace import Workspace
 from review_ui.auth import ADMINS, allow, workspace
-from review_ui.schemas import CreatedUser, NewUser
+from review_ui.schemas import CreatedUser, NewPassword, NewUser
 
 router = APIRouter(prefix="/api/users", tags=["users"])
 admin = allow(*ADMINS)
 
 
 @router.get("")
-def users(ws: Workspace = Depends(workspace), _: models.User = Depends(admin)) -> list[dict]:
+def users(ws: Workspace = Depends(workspace), _: Member = Depends(admin)) -> list[dict]:
+    User, Membership = models.User, models.Membership
     with ws.session() as s:
-        found = s.execute(select(models.User.name, models.User.role, models.User.created_at).order_by(models.User.name))
-        return [{"name": name, "role": role.value, "created_at": at.isoformat()} for name, role, at in found]
+        found = s.execute(select(User.name, Membership.role, User.created_at, User.disabled)
+                          .join(Membership, Membership.user_id == User.id)
+                          .where(Membership.project_id == ws.project_id).order_by(User.name))
+        return [{"name": name, "role": role.value, "created_at": at.isoformat(), "disabled": disabled}
+                for name, role, at, disabled in found]
 
 
 @router.post("", status_code=201, response_model=CreatedUser)
-def create(body: NewUser, ws: Workspace = Depends(workspace), user: models.User = Depends(admin)) -> CreatedUser:
-    token = add_user(ws.engine, body.name, body.role, password=body.password, with_token=body.token, by=user.id)
+def create(body: NewUser, ws: Workspace = Depends(workspace), user: Member = Depends(admin)) -> CreatedUser:
+    token = add_user(ws, body.name, body.role, password=body.password, with_token=body.token, by=user.id)
     return CreatedUser(name=body.name, role=body.role, token=token)
+
+
+@router.post("/{name}/password", status_code=204)
+def password(name: str, body: NewPassword, ws: Workspace = Depends(workspace), user: Member = Depends(admin)) -> None:
+    change_user(ws, name, "passwd", password=body.password, by=user.id)
+
+
+@router.post("/{name}/{action}", status_code=204)
+def change(name: str, action: Literal["disable", "enable", "revoke-token", "logout"], ws: Workspace = Depends(workspace),
+           user: Member = Depends(admin)) -> None:
+    """Disable or enable a user, revoke their API token, or end every session of theirs."""
+    change_user(ws, name, action, by=user.id)

@@ -53,16 +53,24 @@
     for (const button of labelButtons) button.classList.toggle("chosen", button.dataset.label === chosen);
   }
 
-  function show(card) {
+  function show(card, message = null) {
     current = card;
     $("card").hidden = !card;
     $("empty").hidden = Boolean(card);
+    $("empty").textContent = message || "Nothing left to review. Thank you.";
     chosen = card ? card.suggestion : null;
     highlight();
     if (!card) return;
     $("item-id").textContent = card.external_id;
     const confidence = card.confidence == null ? "" : ` (calibrated confidence ${(card.confidence * 100).toFixed(0)} %)`;
-    $("machine").textContent = card.suggestion ? `· machines suggest ${card.suggestion}${confidence}` : "· no machine suggestion";
+    $("machine").textContent = card.blind ? "· blind item" :
+      card.suggestion ? `· machines suggest ${card.suggestion}${confidence}` : "· no machine suggestion";
+    $("why").textContent = card.reason ? `Why it is here: ${card.reason}.` : "";
+    $("qualifying").hidden = !card.qualification;
+    $("qualifying").textContent = card.qualification
+      ? `Qualification: item ${card.qualification.answered + 1} of ${card.qualification.of}, shown without the machines' view.`
+      : "";
+    $("votes-box").hidden = card.blind;
     $("fields").replaceChildren(...Object.entries(card.fields).flatMap(([name, value]) => {
       const label = document.createElement("div"), text = document.createElement("div");
       label.className = "field-name"; label.textContent = name;
@@ -103,13 +111,13 @@
         await call("POST", `/api/items/${item.item_id}/gold`, { label, split: asExample.checked ? "examples" : "calibration" });
       }
       say(`Saved ${item.external_id}: ${label ?? "I don't know"}.`);
-      show(data.item);
+      show(data.item, data.message);
     });
   }
 
   const skip = () => current && run(async () => {
     const data = await call("POST", "/api/queue/skip", { item_id: current.item_id });
-    if (data) { say(`Skipped ${current.external_id}.`); show(data.item); }
+    if (data) { say(`Skipped ${current.external_id}.`); show(data.item, data.message); }
   });
 
   const undo = () => run(async () => {
@@ -168,5 +176,5 @@
   $("idk-cancel").addEventListener("click", () => idk.close());
   $("idk-form").addEventListener("submit", (event) => { event.preventDefault(); sendIdk(); });
 
-  run(async () => { const data = await call("GET", "/api/queue/next"); if (data) show(data.item); });
+  run(async () => { const data = await call("GET", "/api/queue/next"); if (data) show(data.item, data.message); });
 })();
