@@ -70,7 +70,8 @@ def project_metrics(ws: Workspace) -> dict:
         "backlog": states["needs_review"] + states["escalated"] + states["unlabeled"],
         "labels_per_annotator": {a["name"]: a["votes"] - a["abstentions"] for a in status["annotators"]},
         "labels_per_reviewer": dict(reviewers),
-        "spend": round(sum(a["cost"] for a in status["annotators"]), 6),
+        "spend": status["spend"],
+        "budget": status["budget"],
         "agreement": {
             "items": int(len(equal)),
             "fleiss_kappa": round(fleiss_kappa(equal), 4) if same_raters and fleiss_kappa(equal) is not None else None,

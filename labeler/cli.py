@@ -245,6 +245,11 @@ def _print_status(data: dict) -> None:
         table.add_row(state, str(count))
     out.print(table)
     out.print("gold: " + ", ".join(f"{k} {v}" for k, v in data["gold"].items()))
+    caps = {k: v for k, v in data["budget"].items() if v is not None}
+    out.print(f"spent ${data['spend']:.4f}" + ("; budget " + ", ".join(f"{k} ${v:g}" for k, v in caps.items())
+                                             + ("; [bold yellow]the project's budget is spent[/]"
+                                                if caps.get("project") is not None and data["spend"] >= caps["project"] else "")
+                                             if caps else ""))
     if data["annotators"]:
         votes = Table(title="annotators")
         for column in ("annotator", "votes", "abstentions", "cost"):
@@ -293,13 +298,20 @@ def run(
     limit: Annotated[Optional[int], typer.Option(help="Ask about at most this many items (those first imported).")] = None,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Hand the run to `labeler worker` processes (PostgreSQL) and return at once.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Ask nobody: count the calls, tokens and cost the run could take.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the annotators about every item that still needs their vote, then decide labels."""
     from prompts.annotators import build_askers
-    from routing.flow import run_project
+    from routing.flow import estimate, run_project
 
     ws = open_workspace(project)
+    if dry_run:
+        askers, skipped = build_askers(ws, annotator)
+        guess = estimate(ws, askers, limit) | {"skipped": skipped}
+        emit(guess) if as_json else _print_estimate(guess)
+        return
     if distributed:
         from labeler.jobs import enqueue_run
 
@@ -322,6 +334,19 @@ def run(
     if failed:  # the run did not do what it was for: say so in the exit status too
         err.print(f"[bold red]every call to {', '.join(failed)} failed[/]", highlight=False)
         raise typer.Exit(2)
+
+
+def _print_estimate(guess: dict) -> None:
+    money = lambda v: "price unknown" if v is None else f"${v:.4f}"  # noqa: E731
+    out.print(f"At most, for {guess['items']} items (calibration gold and new items; the cascade asks fewer):")
+    for a in guess["annotators"]:
+        out.print(f"  {a['annotator']}: {a['calls']} calls" + (f" ({a['cached']} more cached)" if a.get("cached") else "")
+                  + f", {a['tokens']:,} tokens, {money(a['cost'])}", highlight=False)
+    budget = guess["budget"]
+    out.print(f"in all {money(guess['cost'])}; spent so far ${guess['project_spent']:.4f}; budget: "
+              + ", ".join(f"{k} ${v:g}" for k, v in budget.items() if v is not None) or "none set", highlight=False)
+    for name, reason in guess.get("skipped", {}).items():
+        err.print(f"[yellow]{name} skipped: {reason}[/]", highlight=False)
 
 
 def _print_drift(drift: dict) -> None:
@@ -389,6 +414,10 @@ def _print_run(report: dict) -> None:
         err.print(f"[yellow]every annotator failed honeypots {', '.join(report['guideline_suspects'])}: "
                   "check the guideline on them[/]")
     out.print("decisions: " + (", ".join(f"{k} {v}" for k, v in report["decisions"].items()) or "none"))
+    budget = report.get("budget") or {}
+    if budget.get("run") is not None or budget.get("project") is not None:
+        out.print(f"spent ${budget['spent']:.4f} this run, ${budget['project_spent']:.4f} in the project"
+                  + (f"; [bold yellow]{budget['stopped']}: asking stopped[/]" if budget.get("stopped") else ""))
     if report.get("sent_to_review_early"):
         out.print(f"{report['sent_to_review_early']} items went to review before the last annotator: "
                   "none of the dearer ones could have lifted them to the level")
@@ -518,7 +547,8 @@ def metrics(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
         emit(data)
         return
     out.print(f"[bold]{data['project']}[/]: {data['items']} items, completion {data['completion_rate']}, "
-              f"automatic share {data['automatic_share']}, backlog {data['backlog']}, spend ${data['spend']:.4f}")
+              f"automatic share {data['automatic_share']}, backlog {data['backlog']}, spend ${data['spend']:.4f}"
+              + "".join(f", {k} budget ${v:g}" for k, v in data["budget"].items() if v is not None))
     out.print("states: " + ", ".join(f"{k} {v}" for k, v in data["states"].items()))
     out.print("labels per annotator: " + (", ".join(f"{k} {v}" for k, v in data["labels_per_annotator"].items()) or "none"))
     if data["labels_per_reviewer"]:

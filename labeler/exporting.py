@@ -158,6 +158,7 @@ def project_status(ws: Workspace) -> dict[str, Any]:
             .group_by(models.Annotator.name)
             .order_by(models.Annotator.name)
         ).all()
+    spent = sum(float(cost) for *_, cost in votes)  # every annotator's, removed ones included
     configured = {a.name for a in ws.config.annotators}
     votes = [row for row in votes if row[0] in configured or row[0].split("/", 1)[0] in configured]
     by_state = {state.value: states.get(state, 0) for state in models.State}
@@ -165,6 +166,8 @@ def project_status(ws: Workspace) -> dict[str, Any]:
     return {
         "project": ws.config.name,
         "items": items,
+        "spend": round(spent, 6),
+        "budget": ws.config.budget.model_dump(),
         "states": by_state,
         "gold": {split.value: gold.get(split, 0) for split in models.Split},
         "annotators": [

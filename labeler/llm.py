@@ -203,6 +203,26 @@ class LLMAsker:
         cost = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
         return float(cost or 0.0)  # None: a model litellm has no price for (local servers)
 
+    def estimate(self, items: list[ItemRef], sample: int = 200) -> dict[str, Any]:
+        """Calls this annotator would make for these items (cached answers are free), the tokens of their
+        real prompts (counted on up to `sample` of them), and the cost at the model's price (None: unknown)."""
+        self.prefetch(items)
+        fresh = [item for item in items if self.cache_key(item) not in self._hits]
+        lm = litellm()
+        counted = [lm.token_counter(model=self.config.model, messages=self.task.messages(item.fields))
+                   for item in fresh[:sample]]
+        prompt = round(sum(counted) / len(counted) * len(fresh)) if counted else 0
+        completion = self.params["max_tokens"] * len(fresh)  # at most
+        if self.config.cost_per_1k_tokens is not None:
+            cost = self.config.cost_per_1k_tokens * (prompt + completion) / 1000
+        else:
+            try:
+                cost = sum(lm.cost_per_token(model=self.config.model, prompt_tokens=prompt, completion_tokens=completion))
+            except Exception:  # a model litellm has no price for
+                cost = None
+        return {"annotator": self.name, "calls": len(fresh), "cached": len(items) - len(fresh),
+                "tokens": prompt + completion, "cost": round(cost, 6) if cost is not None else None}
+
     async def leaning(self) -> dict[str, float] | None:
         """The model's probabilities on content-free items (asked once; see prompts' context_items)."""
         if not (self.config.debias and self.config.logprobs):

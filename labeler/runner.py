@@ -70,6 +70,28 @@ class Asker(Protocol):
 
 
 @dataclass
+class Budget:
+    """What a run may spend (litellm's prices, US dollars): asking stops once the run's or the project's
+    cap is reached; calls already in flight finish and are kept."""
+
+    run: float | None = None
+    project: float | None = None
+    spent_before: float = 0.0  # the project's spend before this run
+    spent: float = 0.0
+
+    def reached(self) -> str | None:
+        if self.run is not None and self.spent >= self.run:
+            return f"the run's budget of ${self.run:g} is spent"
+        if self.project is not None and self.spent_before + self.spent >= self.project:
+            return f"the project's budget of ${self.project:g} is spent"
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "project": self.project, "spent": round(self.spent, 6),
+                "project_spent": round(self.spent_before + self.spent, 6), "stopped": self.reached()}
+
+
+@dataclass
 class AnnotatorReport:
     name: str
     version: str
@@ -77,6 +99,7 @@ class AnnotatorReport:
     voted: int = 0
     abstained: int = 0
     failed: int = 0
+    unasked: int = 0  # not asked: the budget was spent
     cost: float = 0.0
     stopped: str | None = None
     errors: Counter = field(default_factory=Counter)  # by kind: the error's type (and HTTP status)
@@ -93,8 +116,8 @@ class AnnotatorReport:
     def add(self, other: AnnotatorReport | dict[str, Any]) -> None:
         """Count another part of the same annotator's work in (a report, or one's as_dict())."""
         other = other if isinstance(other, dict) else other.as_dict() | {"errors": other.errors}
-        for key in ("asked", "voted", "abstained", "failed", "cost"):
-            setattr(self, key, getattr(self, key) + other[key])
+        for key in ("asked", "voted", "abstained", "failed", "unasked", "cost"):
+            setattr(self, key, getattr(self, key) + other.get(key, 0))
         self.errors.update(other["errors"])
         self.examples = other.get("error_examples", {}) | self.examples
         self.stopped = self.stopped or other["stopped"]
@@ -128,6 +151,7 @@ async def run_askers(
     *,
     run_id: int | None = None,
     on_answer: Callable[[str, Answer | None, str | None], None] | None = None,
+    budget: Budget | None = None,
 ) -> list[AnnotatorReport]:
     """Ask every asker about the items it has no vote on; all askers run side by side.
 
@@ -136,7 +160,7 @@ async def run_askers(
     are stopped at once; only the answers in flight and in the queue are lost."""
     queue: asyncio.Queue = asyncio.Queue(maxsize=max(MIN_WRITE_BACKLOG, sum(a.max_concurrency for a in askers)))
     writer = asyncio.create_task(_write_votes(ws, queue, run_id))
-    asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer) for a in askers)))
+    asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer, budget) for a in askers)))
     try:
         await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
         if writer.done():  # the writer ends early only when the store refused for good
@@ -153,7 +177,7 @@ async def run_askers(
     return list(reports)
 
 
-async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorReport:
+async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget | None = None) -> AnnotatorReport:
     report = AnnotatorReport(asker.name, asker.version, notes=getattr(asker, "choice", None))
     items = pending_items(ws, asker, item_ids)
     report.asked = len(items)
@@ -164,6 +188,10 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorRep
 
     async def one(item: ItemRef) -> None:
         async with limit:
+            if budget is not None and (spent := budget.reached()):
+                report.unasked += 1
+                report.stopped = report.stopped or f"stopped: {spent}"
+                return
             if report.stopped:
                 report.failed += 1
                 return
@@ -192,6 +220,8 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer) -> AnnotatorRep
             report.voted += 1
             report.abstained += answer.label is None
             report.cost += answer.cost
+            if budget is not None:
+                budget.spent += answer.cost
             await queue.put((asker, item, answer))
             if on_answer:
                 on_answer(asker.name, answer, None)

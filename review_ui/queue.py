@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 
 from labeler import audit, models
 from labeler.errors import LabelerError
@@ -132,10 +132,15 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
     # Items closest to done first: one level of review_count at a time, each read in index order.
     levels += [and_(Decision.state == State.needs_review, Decision.review_count == n) for n in reversed(range(overlap))]
     busy = False
+    skill = _label_skill(c, ws, user)
+    suggested = Decision.details[("machine", "label")].as_string()
     for level in levels:
         open_now = and_(level, ~mine, in_project)
-        for candidate in c.execute(select(Decision.item_id).where(open_now).order_by(Decision.item_id)
-                                   .limit(CANDIDATES)).scalars():
+        candidates = c.execute(select(Decision.item_id, suggested).where(open_now).order_by(Decision.item_id)
+                               .limit(CANDIDATES)).all()
+        if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
+            candidates = sorted(candidates, key=lambda row: -skill.get(row[1], min(skill.values())))
+        for candidate, _ in candidates:
             this = select(Decision.item_id).where(Decision.item_id == candidate)
             if c.dialect.name == "postgresql" and c.execute(this.with_for_update(skip_locked=True)).first() is None:
                 busy = True  # another reviewer is taking or settling it right now
@@ -147,6 +152,22 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
     if busy:
         raise _Busy
     return None
+
+
+SKILL_HISTORY = 10  # hidden gold answers per label before a reviewer's accuracy on it steers the queue
+
+
+def _label_skill(c, ws: Workspace, user: Member) -> dict[str, float]:
+    """The reviewer's accuracy on hidden gold, per gold label, where there is enough history for two labels."""
+    Gold = models.GoldLabel
+    rows = c.execute(
+        select(Gold.label, func.count(), func.sum(case((Task.label == Gold.label, 1), else_=0)))
+        .join(Task, Task.item_id == Gold.item_id).join(Item, Item.id == Task.item_id)
+        .where(Task.user_id == user.id, Item.project_id == ws.project_id, Task.submitted_at.is_not(None),
+               Task.qualification_id.is_(None))
+        .group_by(Gold.label)).all()
+    skill = {label: right / n for label, n, right in rows if n >= SKILL_HISTORY}
+    return skill if len(skill) >= 2 else {}
 
 
 def _unseen_gold(c, ws: Workspace, user: Member) -> int | None:

@@ -29,7 +29,7 @@ from labeler import models
 from labeler.config import RecordedAnnotator
 from labeler.models import State, utcnow
 from labeler.recorded import load_recorded
-from labeler.runner import run_askers
+from labeler.runner import Budget, pending_items, run_askers
 from labeler.store import upsert
 from labeler.workspace import Workspace
 from routing.project import (
@@ -69,6 +69,27 @@ def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
         return list(s.scalars(query))
 
 
+def project_spend(ws: Workspace) -> float:
+    """What the project's annotators have cost so far."""
+    with ws.session() as s:
+        return float(s.scalar(select(func.coalesce(func.sum(models.Vote.cost), 0.0))
+                              .join(models.Annotator, models.Annotator.id == models.Vote.annotator_id)
+                              .where(models.Annotator.project_id == ws.project_id)))
+
+
+def estimate(ws: Workspace, askers: list, limit: int | None = None) -> dict:
+    """What `labeler run` would ask and spend, asking nobody: per annotator the calls it could make (the
+    calibration gold it has not voted on, and every new item: an upper bound, since the cascade stops
+    asking an item once it is settled), the tokens of their real prompts, and the cost by the model's price."""
+    gold = gold_of(ws)
+    items = sorted(i for i, g in gold.items() if g[1] == models.Split.calibration) + items_to_label(ws, limit)
+    rows = [a.estimate(pending_items(ws, a, items)) if hasattr(a, "estimate")
+            else {"annotator": a.name, "calls": 0, "tokens": 0, "cost": 0.0} for a in askers]
+    known = [r["cost"] for r in rows if r["cost"] is not None]
+    return {"annotators": rows, "items": len(items), "cost": round(sum(known), 6) if len(known) == len(rows) else None,
+            "budget": ws.config.budget.model_dump(), "project_spent": round(project_spend(ws), 6)}
+
+
 def stages_of(askers: list) -> list[Stage]:
     return [Stage(a.name, a.annotator_id, a.version) for a in askers]
 
@@ -104,13 +125,14 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     todo = items_to_label(ws, limit)
     if on_start:
         on_start((len(calibration) + len(todo)) * len(askers))
+    budget = Budget(ws.config.budget.run, ws.config.budget.project, spent_before=project_spend(ws))
 
     def ask(asker_list, item_ids):
         if not asker_list:
             return []
         if asking is not None:
             return asking(asker_list, item_ids, run_id)
-        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer))
+        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer, budget=budget))
 
     reports = {r.name: r for r in ask(askers, calibration)}
     policy = fit_policy(ws, stages, gold=gold)
@@ -153,6 +175,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         "guideline_suspects": guideline_suspects(ws, stages, run_id, gold),
         "decisions": decisions,
         "sent_to_review_early": futile,
+        "budget": budget.as_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
     with ws.session() as s:

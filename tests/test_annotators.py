@@ -1,5 +1,6 @@
 """Annotators through litellm over real HTTP to a local OpenAI-compatible server."""
 
+import json
 import os
 import signal
 import subprocess
@@ -340,3 +341,26 @@ def test_the_classifier_picks_its_features_by_cross_validation_and_keeps_embeddi
     assert again.version == chosen.version and not calls
     plain = ClassifierAsker(config.model_copy(update={"features": "tfidf"}), annotator, ws)
     assert plain.version.startswith("tfidf-lr:") and plain.choice == {"features": "tfidf"}
+
+
+def test_a_budget_stops_new_questions_and_dry_run_counts_before_spending(tmp_path, server):
+    from tests.test_cli import labeler
+
+    ws = project(tmp_path, server, llm("gpt", "ok", cost_per_1k_tokens=1.0, max_concurrency=2), n_items=100)
+    root = ws.project.root
+    before = server.by_model.get("ok", 0)
+    estimate = json.loads(labeler("run", "--dry-run", "--json", "-p", root).stdout)
+    [gpt] = estimate["annotators"]
+    assert gpt["calls"] == 100 and gpt["tokens"] > 100 * 16 and gpt["cost"] == pytest.approx(gpt["tokens"] / 1000)
+    assert server.by_model.get("ok", 0) == before  # asked nobody
+    (root / "labeler.yaml").write_text((root / "labeler.yaml").read_text() + "budget: {run: 0.5}\n")
+    report = json.loads(labeler("run", "--json", "-p", root).stdout)
+    calls = server.by_model.get("ok", 0) - before
+    spent = report["budget"]["spent"]  # each call costs 101 tokens at $1 per 1,000: $0.101
+    assert report["budget"]["stopped"].startswith("the run's budget of $0.5 is spent")
+    assert 0.5 <= spent < 0.5 + 2 * 0.101 and calls == round(spent / 0.101)  # at most the calls in flight past it
+    assert report["annotators"][0]["unasked"] == 100 - calls
+    status = json.loads(labeler("status", "--json", "-p", root).stdout)
+    assert status["spend"] == pytest.approx(spent) and status["budget"]["run"] == 0.5
+    human = labeler("run", "-p", root)  # a new run: a new budget
+    assert "asking stopped" in human.stdout

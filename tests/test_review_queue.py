@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from labeler import models
 from labeler.errors import LabelerError
-from labeler.importing import import_items
+from labeler.importing import import_gold, import_items
 from labeler.models import Role, State, utcnow
 from labeler.store import upsert
 from labeler.users import add_user, authenticate
@@ -196,3 +196,23 @@ def test_submit_and_skip_at_once_never_deadlock(project_dir, tmp_path, pg_url):
                 models.ReviewTask.item_id == d.item_id, models.ReviewTask.skipped_at.is_(None)))
             assert d.review_count == live
     ws.engine.dispose()
+
+
+def test_the_queue_prefers_items_whose_likely_label_the_reviewer_is_accurate_on(ws, tmp_path):
+    ids = needing_review(ws, tmp_path, 40)
+    ann = user(ws, "ann")
+    with ws.session() as s:  # 20 items the machines think negative, then 20 they think positive
+        for n, item_id in enumerate(ids):
+            d = s.get(models.Decision, item_id)
+            d.details = {"machine": {"label": "negative" if n < 20 else "positive", "confidence": 0.6}}
+    gold = "id,text,label\n" + "".join(f"g{k},gold {k},{'positive' if k < 12 else 'negative'}\n" for k in range(24))
+    import_gold(ws, write_file(tmp_path / "g.csv", gold), split=models.Split.honeypot)
+    with ws.session() as s:  # ann's history: right on every positive item, wrong on most negative ones
+        for k, item_id in enumerate(s.scalars(select(models.GoldLabel.item_id).order_by(models.GoldLabel.item_id))):
+            answer = "positive" if k < 12 else ("negative" if k < 14 else "positive")
+            s.add(models.ReviewTask(item_id=item_id, user_id=ann.id, leased_at=utcnow(), expires_at=utcnow(),
+                                    submitted_at=utcnow(), label=answer, client_id=f"h{k}"))
+    first = lease_next(ws, ann, overlap=1, gold_share=0)
+    assert first.item_id in ids[20:]  # a likely-positive item, though the likely-negative ones come first by id
+    newbie = user(ws, "bob")
+    assert lease_next(ws, newbie, overlap=1, gold_share=0).item_id == ids[0]  # no history: items in order
