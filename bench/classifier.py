@@ -31,7 +31,7 @@ SIZES = (50, 100, 200, 400)
 
 def rows_of(name: str) -> list[tuple[str, str]]:
     """(text, label) as the classifier sees an item: its fields joined."""
-    from labeler.classifier import item_text
+    from labeler.annotators.classifier import item_text
 
     if name == "topics":
         with (ROOT / "tests" / "data" / "topics.csv").open(encoding="utf-8") as f:
@@ -48,8 +48,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("datasets", nargs="*", default=["sst2", "rte", "weather", "product", "topics"])
     args = parser.parse_args()
-    from labeler import local_llm
-    from labeler.classifier import _pipeline, _probe
+    from labeler.annotators import local as local_llm
+    from labeler.annotators.classifier import _pipeline, _probe
 
     local_llm.embed(["warm up"])
     print("accuracy on held-out items after n training labels: tfidf / embeddings")

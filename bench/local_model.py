@@ -56,8 +56,8 @@ def rows_of(name: str) -> list[tuple[str, dict, str]]:
 
 
 def make_project(folder: Path, name: str, n_items: int, shots: int, seed: int = 0):
-    from labeler.importing import import_gold, import_items
-    from labeler.workspace import open_workspace
+    from labeler.data.imports import import_gold, import_items
+    from labeler.store.workspace import open_workspace
 
     task, fields, labels = SETS[name]
     rows = rows_of(name)
@@ -91,7 +91,7 @@ def corrected_accuracy(ws, labels: list[str]) -> float:
     from sklearn.model_selection import cross_val_predict
     from sqlalchemy import select
 
-    from labeler import models
+    from labeler.store import models
 
     with ws.session() as s:
         rows = s.execute(select(models.Vote.probs, models.GoldLabel.label)
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("datasets", nargs="*", default=list(SETS))
     args = parser.parse_args()
     from evals.evaluate import evaluate
-    from labeler import local_llm
+    from labeler.annotators import local as local_llm
 
     local_llm.engine()  # loaded once, outside the timings
     print(f"{'set':8} {'items':>5} {'accuracy':>8} {'majority':>8} {'macro_f1':>8} {'corrected':>9} {'s/item':>7}")

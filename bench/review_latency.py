@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import select  # noqa: E402
 
-from labeler import models  # noqa: E402
-from labeler.importing import import_items  # noqa: E402
-from labeler.models import Role, State, utcnow  # noqa: E402
-from labeler.store import upsert  # noqa: E402
-from labeler.users import add_user  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.data.imports import import_items  # noqa: E402
+from labeler.store import models  # noqa: E402
+from labeler.store.engine import upsert  # noqa: E402
+from labeler.store.models import Role, State, utcnow  # noqa: E402
+from labeler.store.users import add_user  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 from tests.conftest import PROJECT_YAML, write_project  # noqa: E402
 from tests.review_client import serve  # noqa: E402
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeler.importing import import_items  # noqa: E402
-from labeler.llm import litellm  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.annotators.llm import litellm  # noqa: E402
+from labeler.data.imports import import_items  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 from prompts.annotators import build_askers  # noqa: E402
 from routing.flow import run_project  # noqa: E402
 

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from labeler import models  # noqa: E402
-from labeler.importing import import_items  # noqa: E402
-from labeler.workspace import open_workspace  # noqa: E402
+from labeler.data.imports import import_items  # noqa: E402
+from labeler.store import models  # noqa: E402
+from labeler.store.workspace import open_workspace  # noqa: E402
 from tests.conftest import write_file, write_project  # noqa: E402
 
 CALLS_PER_JOB = 16  # the llm annotator's max_concurrency

@@ -6,9 +6,9 @@ from collections import Counter, defaultdict
 
 from sqlalchemy import select
 
-from labeler import models
-from labeler.classifier import item_text
-from labeler.workspace import Workspace
+from labeler.annotators.classifier import item_text
+from labeler.store import models
+from labeler.store.workspace import Workspace
 
 
 def overturned(ws: Workspace) -> dict[tuple[str, str], list[dict]]:

@@ -13,9 +13,9 @@ import numpy as np
 from scipy.stats import chi2_contingency, mannwhitneyu
 from sqlalchemy import select
 
-from labeler import models
-from labeler.classifier import item_text
-from labeler.workspace import Workspace
+from labeler.annotators.classifier import item_text
+from labeler.store import models
+from labeler.store.workspace import Workspace
 
 ALPHA = 0.01
 MIN_ITEMS = 20

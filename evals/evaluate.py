@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from evals.compare import compare
 from evals.metrics import classification, confidence_quality, percentiles
-from labeler import models
+from labeler.annotators.runner import run_askers
 from labeler.config import LLMAnnotator, LocalAnnotator, RecordedAnnotator
 from labeler.errors import LabelerError
-from labeler.runner import run_askers
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.workspace import Workspace
 from prompts.annotators import build_asker, ordered
 
 

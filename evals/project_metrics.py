@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 
 from evals.agreement import fleiss_kappa, krippendorff_alpha
 from evals.drift import detect_drift
-from labeler import models
-from labeler.exporting import project_status
-from labeler.workspace import Workspace
+from labeler.data.exports import project_status
+from labeler.store import models
+from labeler.store.workspace import Workspace
 
 DONE = ("auto", "confirmed", "gold")
 

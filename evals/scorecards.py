@@ -9,8 +9,8 @@ from statistics import median
 from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import func, select
 
-from labeler import models
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.workspace import Workspace
 
 
 def _share(right: int, total: int) -> float | None:

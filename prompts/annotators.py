@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from labeler.classifier import ClassifierAsker
+from labeler.annotators.classifier import ClassifierAsker
+from labeler.annotators.llm import LLMAsker
 from labeler.config import LLMAnnotator, LocalAnnotator, ModelAnnotator, RecordedAnnotator
 from labeler.errors import LabelerError
-from labeler.llm import LLMAsker
-from labeler.workspace import Workspace
+from labeler.store.workspace import Workspace
 from prompts.template import COMPLETION, TEMPLATE_ID
 from prompts.versions import resolve
 
@@ -15,7 +15,7 @@ DEFAULT_RANK = {"model": 0.0, "local": 1.0, "llm": 2.0, "recorded": 3.0}
 
 
 def local_config(config: LocalAnnotator) -> LLMAnnotator:
-    from labeler import local_llm
+    from labeler.annotators import local as local_llm
 
     local_llm.register()
     return LLMAnnotator(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from labeler import models
 from labeler.errors import LabelerError
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.workspace import Workspace
 from prompts.template import TEMPLATE_ID, CompiledPrompt, PromptSpec, compile_spec
 
 

@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
 from labeler.errors import LabelerError
-from labeler.store import is_busy
-from labeler.workspace import Workspace
+from labeler.store.engine import is_busy
+from labeler.store.workspace import Workspace
 from review_ui.guard import BodyGuard
 from review_ui.queue import Conflict
 from review_ui.routers import items, metrics, pages, queue, users

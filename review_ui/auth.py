@@ -9,9 +9,9 @@ import secrets
 
 from fastapi import Depends, HTTPException, Request
 
-from labeler.models import Role
-from labeler.users import Member, member, user_for_token
-from labeler.workspace import Workspace
+from labeler.store.models import Role
+from labeler.store.users import Member, member, user_for_token
+from labeler.store.workspace import Workspace
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_HEADER = "X-CSRF-Token"

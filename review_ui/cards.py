@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from labeler import models
-from labeler.users import Member
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.users import Member
+from labeler.store.workspace import Workspace
 from review_ui.queue import EXPERTS, Lease
 from review_ui.schemas import Card, MachineVote
 

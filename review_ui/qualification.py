@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, true, update
 
-from labeler import audit, models
-from labeler.models import Split, utcnow
-from labeler.users import Member
-from labeler.workspace import Workspace
+from labeler.store import audit, models
+from labeler.store.models import Split, utcnow
+from labeler.store.users import Member
+from labeler.store.workspace import Workspace
 
 Task, Gold, Attempt, Item = models.ReviewTask, models.GoldLabel, models.Qualification, models.Item
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from labeler.models import Role
+from labeler.store.models import Role
 
 # A store row id: a 64-bit signed integer. A larger one is a bad request (422), not a server error.
 RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]

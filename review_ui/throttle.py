@@ -15,7 +15,7 @@ from limits import parse
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from labeler.ratelimit import REDIS_ENV
+from labeler.annotators.ratelimit import REDIS_ENV
 
 PER_ACCOUNT = parse("5/15 minutes")  # failed logins for one name, from anywhere
 PER_CLIENT = parse("30/15 minutes")  # failed logins from one address, for any names

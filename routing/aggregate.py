@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from labeler.data.readers import read_columns
 from labeler.errors import LabelerError
-from labeler.importing import read_columns
 from routing.dawid_skene import DawidSkene
 from routing.majority_vote import MajorityVote
 from routing.one_coin import OneCoin

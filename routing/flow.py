@@ -25,13 +25,13 @@ from typing import Callable
 import numpy as np
 from sqlalchemy import bindparam, func, select, update
 
-from labeler import models
+from labeler.annotators.recorded import load_recorded
+from labeler.annotators.runner import Budget, pending_items, run_askers
 from labeler.config import RecordedAnnotator
-from labeler.models import State, utcnow
-from labeler.recorded import load_recorded
-from labeler.runner import Budget, pending_items, run_askers
-from labeler.store import upsert
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.engine import upsert
+from labeler.store.models import State, utcnow
+from labeler.store.workspace import Workspace
 from routing.project import (
     ProjectPolicy,
     Stage,
@@ -110,7 +110,7 @@ def calibrate(ws: Workspace, askers: list) -> ProjectPolicy:
 def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
                 on_answer: Callable | None = None, on_start: Callable | None = None,
                 asking: Callable | None = None) -> dict:
-    """`asking(askers, item_ids, run_id)` gets the votes (default: here, with asyncio); labeler.jobs
+    """`asking(askers, item_ids, run_id)` gets the votes (default: here, with asyncio); labeler.annotators.jobs
     passes one that hands batches to workers and waits for them."""
     started = time.perf_counter()
     recorded = {c.name: load_recorded(ws, c) for c in ws.config.annotators if isinstance(c, RecordedAnnotator)}

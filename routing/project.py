@@ -20,8 +20,8 @@ import numpy as np
 from scipy.stats import binomtest
 from sqlalchemy import select
 
-from labeler import models
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.workspace import Workspace
 from routing.cascade import CascadePolicy, ConfusionModel, Paths, build_paths
 
 MIN_CALIBRATION = 20  # fewer calibration gold items than this: no policy, everything is reviewed

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from labeler.store import normalise_url
-from labeler.workspace import open_workspace
+from labeler.store.engine import normalise_url
+from labeler.store.workspace import open_workspace
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 POSTGRES_ENV = "LABELER_TEST_POSTGRES_URL"

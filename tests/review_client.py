@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from labeler.models import Role
-from labeler.users import add_user
+from labeler.store.models import Role
+from labeler.store.users import add_user
 
 PASSWORD = "long-password"
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)">')

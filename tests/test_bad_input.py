@@ -6,10 +6,10 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from labeler import models
+from labeler.data.exports import write_export
+from labeler.data.imports import import_items
 from labeler.errors import LabelerError
-from labeler.exporting import write_export
-from labeler.importing import import_items
+from labeler.store import models
 from tests.conftest import write_file
 from tests.llm_server import LLMServer
 from tests.test_annotators import llm, project, run, votes
@@ -77,7 +77,7 @@ def test_project_files_that_are_not_utf8_or_repeat_a_key_are_one_line_errors(tmp
 
 
 def test_jsonl_nan_and_ids_that_are_not_strings_are_refused_with_their_line(ws, tmp_path):
-    from labeler.importing import import_items
+    from labeler.data.imports import import_items
 
     items = tmp_path / "i.jsonl"
     items.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": NaN}\n{"id": [1, 2], "text": "x"}\n'

@@ -70,9 +70,9 @@ def test_demo_runs_the_whole_loop_with_the_embedded_annotators(tmp_path):
     password = re.search(r"log in as demo / (\S+)", tail).group(1)
     assert "labeled automatically" in human.stdout and "wait for review" in human.stdout
 
-    from labeler.scaffold import score_against_answers
-    from labeler.users import authenticate
-    from labeler.workspace import open_workspace
+    from labeler.data.projects import score_against_answers
+    from labeler.store.users import authenticate
+    from labeler.store.workspace import open_workspace
 
     status = json.loads(labeler("status", "--json", "-p", root).stdout)
     assert status["items"] == 240 and status["gold"] == {"calibration": 130, "honeypot": 25, "examples": 8}

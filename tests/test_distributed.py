@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from labeler import models
+from labeler.store import models
 from tests.llm_server import LLMServer
 from tests.test_cli import labeler
 from tests.test_routing_run import make_project
@@ -102,8 +102,8 @@ def test_two_workers_share_a_run_and_a_killed_one_loses_nothing(tmp_path, pg_url
 def test_the_job_queue_connects_with_the_stores_own_password():
     from sqlalchemy.engine import make_url
 
+    from labeler.annotators.jobs import conninfo
     from labeler.errors import LabelerError
-    from labeler.jobs import conninfo
 
     # SQLAlchemy's URL hides the password when printed; the queue must get the real one.
     assert conninfo(make_url("postgresql+psycopg://ann:s3cret@db:5432/labels")) == "postgresql://ann:s3cret@db:5432/labels"

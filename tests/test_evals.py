@@ -7,8 +7,8 @@ from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc
 from evals.compare import bootstrap_difference, compare, mcnemar
 from evals.evaluate import evaluate, worse_than_baseline
 from evals.metrics import ABSTAIN, auto_share, classification, confidence_quality, coverage_accuracy
-from labeler.importing import import_gold, import_items
-from labeler.workspace import open_workspace
+from labeler.data.imports import import_gold, import_items
+from labeler.store.workspace import open_workspace
 from tests.conftest import ARTIFACTS, write_file, write_project
 from tests.llm_server import LLMServer
 from tests.test_cli import labeler
@@ -94,7 +94,7 @@ def test_eval_of_two_prompt_versions_on_the_example_writes_a_report_that_renders
     """The example project, the embedded model, the guideline edited into v2; the report opened in Chromium."""
     import pytest
 
-    from labeler import local_llm
+    from labeler.annotators import local as local_llm
 
     if not local_llm.available():
         pytest.skip("the local model's extra is not installed")
@@ -163,7 +163,7 @@ def test_project_metrics_after_a_run(tmp_path):
 
 
 def _example_workspace(tmp_path):
-    from labeler.scaffold import copy_example
+    from labeler.data.projects import copy_example
 
     root = copy_example(tmp_path / "example")
     ws = open_workspace(root)
@@ -203,7 +203,7 @@ def test_guideline_suggestions_from_overturned_items(tmp_path):
     from sqlalchemy import select as sa_select
 
     from evals.disagreements import overturned, suggest_markdown
-    from labeler import models
+    from labeler.store import models
     from prompts.annotators import build_askers
     from routing.flow import run_project
 

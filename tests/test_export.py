@@ -4,10 +4,10 @@ import json
 
 from sqlalchemy import select
 
-from labeler import models
-from labeler.exporting import export_to_path, project_status, write_export
-from labeler.importing import import_gold, import_items
-from labeler.workspace import open_workspace
+from labeler.data.exports import export_to_path, project_status, write_export
+from labeler.data.imports import import_gold, import_items
+from labeler.store import models
+from labeler.store.workspace import open_workspace
 from tests.conftest import write_file, write_project
 
 

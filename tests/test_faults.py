@@ -8,7 +8,7 @@ import sys
 import pytest
 from sqlalchemy import func, select, text
 
-from labeler import models
+from labeler.store import models
 from tests.conftest import write_file, write_project
 from tests.llm_server import LLMServer
 from tests.test_cli import labeler
@@ -85,7 +85,7 @@ def test_database_connections_cut_mid_run_lose_no_vote(tmp_path, pg_url):
 
 def test_a_store_that_fails_mid_run_stops_the_spending_at_once(tmp_path, store_url, monkeypatch):
     """The vote table vanishes after the 60th answer: the run stops asking within the calls in flight."""
-    from labeler import runner
+    from labeler.annotators import runner
     from labeler.errors import LabelerError
     from prompts.annotators import build_askers
     from routing.flow import run_project

@@ -2,9 +2,9 @@
 import pytest
 from sqlalchemy import func, select
 
-from labeler import models
+from labeler.data.imports import import_gold, import_items
 from labeler.errors import LabelerError
-from labeler.importing import import_gold, import_items
+from labeler.store import models
 from tests.conftest import DATASETS, needs_datasets, write_file
 
 
@@ -124,7 +124,7 @@ def test_gold_rows_may_bring_their_items(ws, tmp_path):
 def test_product_dataset_imports_quickly_and_only_once(tmp_path, store_url):
     import time
 
-    from labeler.workspace import open_workspace
+    from labeler.store.workspace import open_workspace
     from tests.conftest import write_project
 
     root = write_project(

@@ -11,7 +11,7 @@ ALLOWED = {
     "evals": {"labeler", "prompts", "routing", "evals"},
     "review_ui": {"labeler", "routing", "evals", "review_ui"},
 }
-SHELL = {ROOT / "labeler" / "cli.py"}  # the outermost shell may reach every layer
+SHELL = set((ROOT / "labeler" / "cli").glob("*.py"))  # the outermost shell may reach every layer
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -40,3 +40,26 @@ def test_nothing_imports_the_cli():
     users = [p for pkg in ALLOWED for p in (ROOT / pkg).rglob("*.py")
              if p not in SHELL and "labeler.cli" in p.read_text()]
     assert users == []
+
+
+# Inside `labeler`, its rooms: the store at the bottom, data in and out above it, the annotators above
+# both; the project file and errors are for everyone; only the CLI reaches every layer.
+ROOMS = {
+    "store": {"store", "config", "errors"},
+    "data": {"store", "data", "config", "errors"},
+    "annotators": {"store", "data", "annotators", "config", "errors"},
+}
+
+
+def test_labeler_rooms_import_only_downward():
+    wrong = []
+    for room, allowed in ROOMS.items():
+        for path in (ROOT / "labeler" / room).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+                for name in names:
+                    parts = name.split(".")
+                    if parts[0] == "labeler" and len(parts) > 1 and parts[1] not in allowed:
+                        wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert wrong == []

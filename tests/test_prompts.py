@@ -1,4 +1,4 @@
-from labeler.importing import import_gold, import_items
+from labeler.data.imports import import_gold, import_items
 from prompts.guideline import parse_guideline
 from prompts.parsing import label_probs, match_label, parse_answer
 from prompts.template import compile_spec, fence

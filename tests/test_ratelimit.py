@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from labeler.ratelimit import REDIS_ENV, LocalLimit, SharedLimit
+from labeler.annotators.ratelimit import REDIS_ENV, LocalLimit, SharedLimit
 from tests.llm_server import LLMServer
 from tests.test_annotators import llm, project, run, votes
 

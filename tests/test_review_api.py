@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from labeler import models
-from labeler.importing import import_gold
-from labeler.models import Role, State
-from labeler.users import add_user
+from labeler.data.imports import import_gold
+from labeler.store import models
+from labeler.store.models import Role, State
+from labeler.store.users import add_user
 from review_ui import queue as queue_module
 from review_ui.app import create_app
 from tests.conftest import write_file
@@ -180,12 +180,12 @@ def test_item_text_and_ids_are_escaped_in_pages(app, ws, tmp_path):
     hostile = '<img src=x onerror="alert(1)">'
     import_items_file = write_file(tmp_path / "h.jsonl", '{"id": "%s", "text": "<script>alert(2)</script>"}\n'
                                    % hostile.replace('"', '\\"'))
-    from labeler.importing import import_items
+    from labeler.data.imports import import_items
     import_items(ws, import_items_file)
     with ws.session() as s:
         item_id = s.scalar(select(models.Item.id))
     make_users(ws, ann=Role.reviewer, bob=Role.reviewer, meg=Role.manager)
-    from labeler.store import upsert
+    from labeler.store.engine import upsert
     with ws.session() as s:
         upsert(s, models.Decision, [{"item_id": item_id, "label": "positive", "state": State.needs_review,
                                      "method": "m", "details": {}}], ["item_id"])
@@ -221,8 +221,8 @@ def test_a_busy_store_is_503_with_retry_after_not_500(project_dir, tmp_path, mon
     """A long import holds SQLite's write lock: a submit waits, then is told to come back, losing nothing."""
     import sqlite3
 
-    from labeler import store
-    from labeler.workspace import open_workspace
+    from labeler.store import engine as store
+    from labeler.store.workspace import open_workspace
 
     monkeypatch.setattr(store, "SQLITE_BUSY_SECONDS", 0.5)
     path = tmp_path / "busy.db"

@@ -5,11 +5,11 @@ import os
 from playwright.sync_api import expect
 from sqlalchemy import select
 
-from labeler import models
-from labeler.importing import import_items
-from labeler.models import Role, State, utcnow
-from labeler.store import upsert
-from labeler.workspace import open_workspace
+from labeler.data.imports import import_items
+from labeler.store import models
+from labeler.store.engine import upsert
+from labeler.store.models import Role, State, utcnow
+from labeler.store.workspace import open_workspace
 from tests.conftest import ARTIFACTS, write_file, write_project
 from tests.review_client import PASSWORD, make_users, serve
 

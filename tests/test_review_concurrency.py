@@ -8,10 +8,10 @@ from collections import Counter
 import httpx
 from sqlalchemy import select
 
-from labeler import models
-from labeler.models import Role, State
-from labeler.users import add_user
-from labeler.workspace import open_workspace
+from labeler.store import models
+from labeler.store.models import Role, State
+from labeler.store.users import add_user
+from labeler.store.workspace import open_workspace
 from tests.conftest import PROJECT_YAML, write_project
 from tests.review_client import serve
 from tests.test_review_queue import needing_review

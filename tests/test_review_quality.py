@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from labeler import models
-from labeler.importing import import_gold
-from labeler.models import Role
+from labeler.data.imports import import_gold
+from labeler.store import models
+from labeler.store.models import Role
 from review_ui import queue as queue_module
 from review_ui.app import create_app
 from review_ui.cards import BLIND

@@ -9,13 +9,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from labeler import models
+from labeler.data.imports import import_gold, import_items
 from labeler.errors import LabelerError
-from labeler.importing import import_gold, import_items
-from labeler.models import Role, State, utcnow
-from labeler.store import upsert
-from labeler.users import add_user, authenticate
-from review_ui.queue import expire_leases, lease_next, skip, submit
+from labeler.store import models
+from labeler.store.engine import upsert
+from labeler.store.models import Role, State, utcnow
+from labeler.store.users import add_user, authenticate
+from review_ui.answers import skip, submit
+from review_ui.queue import expire_leases, lease_next
 from tests.conftest import write_file
 
 
@@ -163,7 +164,7 @@ def test_twenty_concurrent_reviewers_never_exceed_the_overlap(ws, tmp_path):
 @pytest.mark.postgres
 def test_submit_and_skip_at_once_never_deadlock(project_dir, tmp_path, pg_url):
     """The same reviewer in two sessions: submit locked the decision then the task, skip the other way round."""
-    from labeler.workspace import open_workspace
+    from labeler.store.workspace import open_workspace
 
     ws = open_workspace(project_dir, url=pg_url)
     needing_review(ws, tmp_path, 60)

@@ -6,8 +6,8 @@ import httpx
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from labeler.models import Role
-from labeler.users import add_user
+from labeler.store.models import Role
+from labeler.store.users import add_user
 from review_ui.app import create_app
 from tests.review_client import PASSWORD, csrf_of, login, make_users, serve
 
@@ -148,7 +148,7 @@ def _store_url(ws) -> str:
 
 def test_projects_sharing_a_store_are_isolated(ws, tmp_path):
     """Project B's server leased project A's item, took B's label for it and confirmed it."""
-    from labeler.workspace import open_workspace
+    from labeler.store.workspace import open_workspace
     from tests.conftest import write_project
     from tests.test_review_queue import needing_review
 
@@ -209,7 +209,7 @@ def test_login_is_throttled_per_account_and_unknown_names_cost_the_same(ws):
 
 
 def test_sessions_and_tokens_can_be_ended_and_users_disabled(ws):
-    from labeler.users import change_user
+    from labeler.store.users import change_user
 
     make_users(ws, ann=Role.reviewer, root=Role.admin)
     token = add_user(ws, "bot", Role.reviewer, with_token=True)

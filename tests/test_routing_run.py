@@ -3,9 +3,9 @@
 import pytest
 from sqlalchemy import select
 
-from labeler import models
-from labeler.importing import import_gold, import_items
-from labeler.workspace import open_workspace
+from labeler.data.imports import import_gold, import_items
+from labeler.store import models
+from labeler.store.workspace import open_workspace
 from prompts.annotators import build_askers
 from routing.flow import run_project
 from tests.conftest import write_file, write_project
@@ -117,9 +117,10 @@ def test_a_second_run_asks_nothing_new_and_keeps_decisions(tmp_path, server):
 
 def test_a_run_never_undoes_what_reviewers_did_while_it_ran(tmp_path, server, store_url):
     """Reviewers confirm and lease items after the run fixed its item list, before it decides."""
-    from labeler.models import Role
-    from labeler.users import add_user, authenticate
-    from review_ui.queue import lease_next, submit
+    from labeler.store.models import Role
+    from labeler.store.users import add_user, authenticate
+    from review_ui.answers import submit
+    from review_ui.queue import lease_next
 
     ws = make_project(tmp_path, server, [("coin", "noisy-0.45", 0)], n_items=120, calibration=60, honeypots=0,
                       target=0.99, url=store_url)

@@ -5,7 +5,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from labeler.errors import LabelerError
-from labeler.store import database_url, normalise_url, open_store, redacted, upgrade
+from labeler.store.engine import database_url, normalise_url, open_store, redacted, upgrade
 
 
 def test_migrations_build_the_whole_schema_from_empty(store_url):
@@ -72,7 +72,7 @@ def test_users_of_a_store_before_memberships_keep_their_role_in_every_project(st
     from alembic import command
     from alembic.config import Config
 
-    from labeler.store import MIGRATIONS, make_engine
+    from labeler.store.engine import MIGRATIONS, make_engine
 
     engine = make_engine(store_url)
     config = Config()

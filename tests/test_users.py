@@ -4,10 +4,10 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from labeler import models
 from labeler.errors import LabelerError
-from labeler.users import add_user, authenticate, hash_password, user_for_token, verify_password
-from labeler.workspace import open_workspace
+from labeler.store import models
+from labeler.store.users import add_user, authenticate, hash_password, user_for_token, verify_password
+from labeler.store.workspace import open_workspace
 from tests.conftest import store_bytes
 from tests.test_cli import labeler
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy import select
 
-from labeler import audit, models
-from labeler.users import Member
-from labeler.workspace import Workspace
-from review_ui import queue
+from labeler.store import audit, models
+from labeler.store.users import Member
+from labeler.store.workspace import Workspace
+from review_ui import answers
 from review_ui.auth import MANAGERS, allow, workspace
 from review_ui.queue import EXPERTS
 from review_ui.schemas import GoldMark
@@ -33,4 +33,4 @@ def item(external_id: str, ws: Workspace = Depends(workspace), _: Member = Depen
 def make_gold(body: GoldMark, item_id: int = Path(ge=1, le=2**63 - 1), ws: Workspace = Depends(workspace),
               user: Member = Depends(allow(*EXPERTS))) -> None:
     """Make the item gold (calibration or honeypot) or a guideline example for the prompt."""
-    queue.promote_to_gold(ws, user, item_id, body.label, models.Split(body.split))
+    answers.promote_to_gold(ws, user, item_id, body.label, models.Split(body.split))

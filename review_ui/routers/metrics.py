@@ -11,9 +11,9 @@ from evals.scorecards import (
     recent_disagreements,
     reviewer_scorecards,
 )
-from labeler import audit
-from labeler.users import Member
-from labeler.workspace import Workspace
+from labeler.store import audit
+from labeler.store.users import Member
+from labeler.store.workspace import Workspace
 from review_ui import qualification
 from review_ui.auth import MANAGERS, allow, workspace
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from labeler.users import Member
-from labeler.workspace import Workspace
-from review_ui import qualification, queue
+from labeler.store.users import Member
+from labeler.store.workspace import Workspace
+from review_ui import answers, qualification, queue
 from review_ui.auth import REVIEWERS, allow, workspace
 from review_ui.cards import card
 from review_ui.schemas import Next, Skip, Submission, Submitted
@@ -29,14 +29,14 @@ def next_item(ws: Workspace = Depends(workspace), user: Member = Depends(reviewe
 
 @router.post("/submit", response_model=Submitted)
 def submit(body: Submission, ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Submitted:
-    result = queue.submit(ws, user, body.item_id, label=body.label, reason=body.reason, client_id=body.client_id)
+    result = answers.submit(ws, user, body.item_id, label=body.label, reason=body.reason, client_id=body.client_id)
     # The state is not returned: on a hidden gold item it would give the item away.
     return Submitted(status=result["status"], **_next(ws, user).model_dump())
 
 
 @router.post("/skip", response_model=Next)
 def skip(body: Skip, ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Next:
-    queue.skip(ws, user, body.item_id)
+    answers.skip(ws, user, body.item_id)
     return _next(ws, user)
 
 
@@ -52,4 +52,4 @@ def my_qualification(ws: Workspace = Depends(workspace), user: Member = Depends(
 @router.post("/undo", response_model=Next)
 def undo(ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Next:
     """Take back the newest answer: its item comes back to this reviewer, the current one returns to the queue."""
-    return Next(item=card(ws, queue.undo(ws, user), user))
+    return Next(item=card(ws, answers.undo(ws, user), user))

@@ -8,9 +8,9 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from sqlalchemy import select
 
-from labeler import models
-from labeler.users import Member, add_user, change_user
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.users import Member, add_user, change_user
+from labeler.store.workspace import Workspace
 from review_ui.auth import ADMINS, allow, workspace
 from review_ui.schemas import CreatedUser, NewPassword, NewUser
 

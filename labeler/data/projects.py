@@ -12,7 +12,7 @@ from pathlib import Path
 from labeler.config import PROJECT_FILE
 from labeler.errors import LabelerError
 
-EXAMPLE = files("labeler") / "example"
+EXAMPLE = files("labeler.data") / "example"
 EXAMPLE_FILES = ("labeler.yaml", "guidelines.md", "items.csv", "gold.csv", "answers.csv")
 GITIGNORE = "# the local store and its WAL files\nlabeler.db*\n"
 
@@ -87,7 +87,8 @@ MAX_LABELS = 50  # more distinct gold labels than this: a free-text column, not 
 
 def columns_of(items: Path) -> list[str]:
     """The item fields of an items file: its columns (CSV header, or the first rows' JSON keys) but the id."""
-    from labeler.importing import EXPORT_COLUMNS, ID_COLUMNS, read_rows
+    from labeler.data.imports import EXPORT_COLUMNS, ID_COLUMNS
+    from labeler.data.readers import read_rows
 
     found: list[str] = []
     for n, (_, row) in enumerate(read_rows(items)):
@@ -102,7 +103,7 @@ def columns_of(items: Path) -> list[str]:
 
 def labels_of(gold: Path) -> list[str]:
     """The distinct labels of a gold file, in order of first appearance."""
-    from labeler.importing import read_rows
+    from labeler.data.readers import read_rows
 
     labels: list[str] = []
     for line, row in read_rows(gold):

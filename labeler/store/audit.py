@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from labeler import models
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.workspace import Workspace
 
 
 def record(connection, action: str, *, user_id: int | None, item_id: int | None = None, **details) -> None:

@@ -7,29 +7,25 @@ re-importing the same row changes nothing; the same id with other fields is a co
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sqlalchemy import insert, select
 
-from labeler import models
-from labeler.errors import LabelerError
-from labeler.models import Split, State, utcnow
-from labeler.store import upsert
-from labeler.workspace import Workspace
+from labeler.data.readers import Progress, read_rows
+from labeler.store import models
+from labeler.store.engine import upsert
+from labeler.store.models import Split, State, utcnow
+from labeler.store.workspace import Workspace
 
 ID_COLUMNS = ("id", "task")
 # Columns an export writes beside the item's fields; never stored as fields on re-import.
 EXPORT_COLUMNS = {"label", "confidence", "state", "method", "decided_by", "votes", "gold", "split"}
 CHUNK_ROWS = 2000
 MAX_REPORTED_ERRORS = 50
-csv.field_size_limit(256 * 1024 * 1024)
-
-Progress = Callable[[int], None]  # called with the bytes read so far
 
 
 @dataclass
@@ -62,97 +58,6 @@ class ImportReport:
 def content_hash(fields: dict[str, Any]) -> str:
     blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-# --- reading ---------------------------------------------------------------------------
-
-
-def read_rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, row) from a CSV or JSONL file, chosen by extension."""
-    path = Path(path)
-    if not path.is_file():
-        raise LabelerError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        yield from _read_csv(path, progress)
-    elif suffix in (".jsonl", ".ndjson"):
-        yield from _read_jsonl(path, progress)
-    else:
-        raise LabelerError(f"{path}: unknown format {suffix!r}; use .csv or .jsonl")
-
-
-def read_columns(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, tuple[str, ...]]]:
-    """(line, values) of the named columns, each required to be non-empty (crowd and gold tables)."""
-    for line, row in read_rows(Path(path)):
-        values = tuple(str(row.get(k, "")).strip() for k in columns)
-        if not all(values):
-            raise LabelerError(f"{path}: line {line}: expected {', '.join(columns[:-1])} and {columns[-1]}")
-        yield line, values
-
-
-def _read_csv(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as raw:
-        # strict: a quote left open is an error, not a field that swallows the rest of the file
-        reader = csv.reader(_decoded_lines(path, raw, progress), strict=True)
-        line = 1
-        try:
-            header = next(reader, None)
-            if not header:
-                raise LabelerError(f"{path}: empty file, expected a header row")
-            header = [h.strip() for h in header]
-            if len(set(header)) != len(header):
-                raise LabelerError(f"{path}: line 1: repeated column names in the header")
-            while True:
-                line = reader.line_num + 1
-                values = next(reader, None)
-                if values is None:
-                    break
-                if not values or values == [""]:
-                    continue  # a blank line
-                if len(values) != len(header):
-                    yield line, {"__error__": f"{len(values)} values for {len(header)} header columns"}
-                    continue
-                yield line, dict(zip(header, values))
-        except csv.Error as exc:
-            raise LabelerError(f"{path}: line {line}: malformed CSV: {exc}") from None
-
-
-def _decoded_lines(path: Path, raw, progress: Progress | None) -> Iterator[str]:
-    """Decode line by line, so a bad byte is reported on its own line."""
-    done = 0
-    for line_no, blob in enumerate(raw, start=1):
-        done += len(blob)
-        if progress and line_no % 1000 == 0:
-            progress(done)
-        try:
-            yield blob.decode("utf-8-sig" if line_no == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise LabelerError(f"{path}: line {line_no}: not UTF-8 text ({exc.reason})") from None
-    if progress:
-        progress(done)
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON value (it cannot be stored as JSON)")
-
-
-def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open("rb") as raw:
-        for line_no, text in enumerate(_decoded_lines(path, raw, progress), start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text, parse_constant=_no_constant)
-            except json.JSONDecodeError as exc:
-                yield line_no, {"__error__": f"not valid JSON: {exc.msg}"}
-                continue
-            except ValueError as exc:
-                yield line_no, {"__error__": str(exc)}
-                continue
-            if not isinstance(row, dict):
-                yield line_no, {"__error__": "expected a JSON object"}
-                continue
-            yield line_no, row
 
 
 # --- importing -------------------------------------------------------------------------

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy import select
 
-from labeler import models
+from labeler.annotators.runner import Answer, ItemRef
 from labeler.config import ModelAnnotator
-from labeler.runner import Answer, ItemRef
-from labeler.store import insert_new
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.engine import insert_new
+from labeler.store.workspace import Workspace
 
 FOLDS = 5
 
@@ -117,7 +117,7 @@ class Embeddings:
     """The embedded model's embeddings of texts, each computed once and kept in the store's cache."""
 
     def __init__(self, ws: Workspace):
-        from labeler import local_llm
+        from labeler.annotators import local as local_llm
 
         self.ws, self.model = ws, local_llm
         self.memo: dict[str, np.ndarray] = {}
@@ -162,7 +162,7 @@ class ClassifierAsker:
     max_concurrency = 64
 
     def __init__(self, config: ModelAnnotator, annotator_id: int, ws: Workspace):
-        from labeler.local_llm import available
+        from labeler.annotators.local import available
 
         self.name = config.name
         self.annotator_id = annotator_id

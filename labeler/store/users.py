@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from labeler import audit, models
 from labeler.errors import LabelerError
-from labeler.workspace import Workspace
+from labeler.store import audit, models
+from labeler.store.workspace import Workspace
 
 # scrypt cost: about 50 ms and 16 MB per check here, slow enough to make guessing expensive.
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024}

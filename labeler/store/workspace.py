@@ -8,10 +8,10 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from labeler import models
 from labeler.config import Project, load_project
 from labeler.errors import LabelerError
-from labeler.store import database_url, open_store, session_scope
+from labeler.store import models
+from labeler.store.engine import database_url, open_store, session_scope
 
 
 @dataclass

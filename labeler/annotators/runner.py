@@ -20,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from labeler import models
 from labeler.errors import LabelerError
-from labeler.models import utcnow
-from labeler.store import insert_new
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.engine import insert_new
+from labeler.store.models import utcnow
+from labeler.store.workspace import Workspace
 
 # An annotator that fails this many calls in a row, with no success, is stopped for the run...
 STOP_AFTER_PERMANENT = 5

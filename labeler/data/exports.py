@@ -10,8 +10,8 @@ from typing import Any, Iterator, TextIO
 
 from sqlalchemy import func, select, text
 
-from labeler import models
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.workspace import Workspace
 
 PAGE = 2000
 FORMATS = ("jsonl", "csv")

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from labeler import models
+from labeler.annotators.ratelimit import rate_limit
+from labeler.annotators.runner import Answer, ItemRef, PermanentError
 from labeler.config import LLMAnnotator
 from labeler.errors import LabelerError
-from labeler.ratelimit import rate_limit
-from labeler.runner import Answer, ItemRef, PermanentError
+from labeler.store import models
 
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 MAX_RETRY_AFTER = 120.0
@@ -114,7 +114,7 @@ def _router(config: LLMAnnotator):
     so rpm/tpm hold across workers."""
     from litellm import Router
 
-    from labeler.ratelimit import REDIS_ENV
+    from labeler.annotators.ratelimit import REDIS_ENV
 
     model_list = [{"model_name": config.name,
                    "litellm_params": _endpoint(d.model, d.api_base, _key(config.name, d.api_key_env))

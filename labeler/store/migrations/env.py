@@ -1,9 +1,9 @@
-"""Alembic environment: runs on the connection labeler.store.upgrade passes in."""
+"""Alembic environment: runs on the connection labeler.store.engine.upgrade passes in."""
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import labeler.models  # noqa: F401  (registers the tables)
+import labeler.store.models  # noqa: F401  (registers the tables)
 
 target_metadata = SQLModel.metadata
 

@@ -26,12 +26,12 @@ import procrastinate
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from labeler import models
+from labeler.annotators.llm import LLMAsker
+from labeler.annotators.runner import AnnotatorReport, pending_items, run_askers
 from labeler.errors import LabelerError
-from labeler.llm import LLMAsker
-from labeler.models import utcnow
-from labeler.runner import AnnotatorReport, pending_items, run_askers
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.models import utcnow
+from labeler.store.workspace import Workspace
 
 log = logging.getLogger(__name__)
 BATCHES, CASCADES = "labeler-batches", "labeler-cascades"  # procrastinate queues

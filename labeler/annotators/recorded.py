@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from labeler import models
 from labeler.config import RecordedAnnotator
+from labeler.data.readers import read_columns
 from labeler.errors import LabelerError
-from labeler.importing import read_columns
-from labeler.models import utcnow
-from labeler.store import insert_new
-from labeler.workspace import Workspace
+from labeler.store import models
+from labeler.store.engine import insert_new
+from labeler.store.models import utcnow
+from labeler.store.workspace import Workspace
 
 
 def load_recorded(ws: Workspace, config: RecordedAnnotator) -> dict[str, int]:

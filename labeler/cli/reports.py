@@ -1,0 +1,70 @@
+"""Reports that several commands print: a run's, its policy's, drift."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from labeler.cli import err, out
+
+
+def print_drift(drift: dict) -> None:
+    if drift.get("drift"):
+        err.print(f"[bold yellow]drift: new items differ from the gold set (classifier AUC {drift['auc']}, "
+                  f"p = {drift['p_value']}); the accuracy guarantee may not hold for them. Add some to gold, "
+                  f"e.g. {', '.join(drift['propose_for_gold'][:10])}[/]", highlight=False)
+
+
+def print_run(report: dict) -> None:
+    table = Table(title=f"run {report['run_id']}: {report['items']} items in {report['seconds']} s")
+    for column in ("annotator", "version", "asked", "votes", "abstained", "failed", "cost"):
+        table.add_column(column, justify="left" if column in ("annotator", "version") else "right")
+    for a in report["annotators"]:
+        table.add_row(a["name"], a["version"][:16], str(a["asked"]), str(a["voted"]), str(a["abstained"]),
+                      str(a["failed"]), f"${a['cost']:.4f}")
+    out.print(table)
+    for a in report["annotators"]:
+        for kind, n in a["errors"].items():
+            example = a.get("error_examples", {}).get(kind, "")
+            err.print(f"[red]{a['name']}: {n} x {kind}" + (f" (e.g. {example})" if example != kind else "") + "[/]",
+                      highlight=False)
+        if a["stopped"]:
+            err.print(f"[bold red]{a['name']} {a['stopped']}[/]", highlight=False)
+    for a in report["annotators"]:
+        notes = a.get("notes") or {}
+        if notes.get("features"):
+            scores = notes.get("cv_accuracy")
+            why = (" (cross-validated accuracy " + ", ".join(f"{k} {v}" for k, v in scores.items()) + ")") if scores \
+                else (f" ({notes['reason']})" if notes.get("reason") else "")
+            out.print(f"{a['name']}: features {notes['features']}{why}", highlight=False)
+    for name, reason in report.get("skipped", {}).items():
+        err.print(f"[yellow]{name} skipped: {reason}[/]", highlight=False)
+    if report.get("recorded"):
+        for name, stats in report["recorded"].items():
+            out.print(f"{name}: loaded {stats['votes']} recorded votes from {stats['workers']} workers")
+    print_policy(report["policy"])
+    for name, check in report.get("honeypots", {}).items():
+        verdict = "[bold red]bad day: its votes in this run are set aside[/]" if check.get("bad_day") else "ok"
+        out.print(f"honeypots {name}: {check['right']}/{check['honeypots']} right "
+                  f"(calibrated accuracy {check['calibrated_accuracy']}): {verdict}")
+    if report.get("guideline_suspects"):
+        err.print(f"[yellow]every annotator failed honeypots {', '.join(report['guideline_suspects'])}: "
+                  "check the guideline on them[/]")
+    out.print("decisions: " + (", ".join(f"{k} {v}" for k, v in report["decisions"].items()) or "none"))
+    budget = report.get("budget") or {}
+    if budget.get("run") is not None or budget.get("project") is not None:
+        out.print(f"spent ${budget['spent']:.4f} this run, ${budget['project_spent']:.4f} in the project"
+                  + (f"; [bold yellow]{budget['stopped']}: asking stopped[/]" if budget.get("stopped") else ""))
+    if report.get("sent_to_review_early"):
+        out.print(f"{report['sent_to_review_early']} items went to review before the last annotator: "
+                  "none of the dearer ones could have lifted them to the level")
+
+
+def print_policy(policy: dict) -> None:
+    if policy.get("reason"):
+        err.print(f"[yellow]no automatic labels: {policy['reason']}[/]", highlight=False)
+    if policy.get("lambda") is not None:
+        out.print(f"accepting items whose posterior reaches {policy['lambda']:.6f}: accepted accuracy >= "
+                  f"{policy['target_accuracy']} with probability {policy['confidence']:.2f} "
+                  f"(lower bound on cross-fitted calibration gold {policy['accuracy_bound']:.3f})")
+    if policy.get("calibrated_accuracy"):
+        out.print("accuracy on calibration gold: " + ", ".join(f"{k} {v}" for k, v in policy["calibrated_accuracy"].items()))
