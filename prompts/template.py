@@ -53,14 +53,16 @@ Answer with exactly one label from the list and nothing else, or "unsure" if the
 _FENCE = re.compile(r"</?\s*item\s*>", re.IGNORECASE)
 
 
+def _texts(fields: dict[str, Any], names: list[str]) -> list[tuple[str, str]]:
+    """(name, text) of each field to show; values that are not text are shown as JSON."""
+    return [(name, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+            for name, value in ((name, fields.get(name, "")) for name in names)]
+
+
 def one_line(fields: dict[str, Any], names: list[str]) -> str:
     """The item's fields as `Field: value` lines, each value on one line (the fence of completion prompts)."""
-    lines = []
-    for name in names:
-        value = fields.get(name, "")
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        lines.append(f"{name.replace('_', ' ').capitalize()}: {' '.join(text.split())}")
-    return "\n".join(lines)
+    return "\n".join(f"{name.replace('_', ' ').capitalize()}: {' '.join(text.split())}"
+                     for name, text in _texts(fields, names))
 
 
 def task_paragraph(guideline_text: str) -> str:
@@ -74,12 +76,9 @@ def task_paragraph(guideline_text: str) -> str:
 
 def fence(fields: dict[str, Any], names: list[str]) -> str:
     """The item's fields as data between <item> tags; tags inside the text are defused."""
-    lines = []
-    for name in names:
-        value = fields.get(name, "")
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        lines.append(f"{name}: {_FENCE.sub(lambda m: m.group(0).replace('<', '(').replace('>', ')'), text)}")
-    return "<item>\n" + "\n".join(lines) + "\n</item>"
+    defuse = lambda m: m.group(0).replace("<", "(").replace(">", ")")  # noqa: E731
+    return "<item>\n" + "\n".join(f"{name}: {_FENCE.sub(defuse, text)}" for name, text in _texts(fields, names)) \
+        + "\n</item>"
 
 
 @dataclass(frozen=True)

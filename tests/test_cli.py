@@ -107,16 +107,21 @@ def test_init_takes_fields_and_labels_from_the_users_files(tmp_path):
     assert bad.returncode == 1 and "at least two labels" in bad.stderr and not (tmp_path / "q").exists()
 
 
+def llm_project(root, server, annotator: str):
+    """A project (made by `labeler init`) whose one annotator is model `ok` of the local test server."""
+    labeler("init", root)
+    (root / "labeler.yaml").write_text(
+        "name: p\nlabels: {positive: good, negative: bad}\nfields: [text]\nannotators:\n"
+        f"  - {{name: {annotator}, kind: llm, model: openai/ok, api_base: '{server.base_url}'}}\n")
+    return root
+
+
 @pytest.mark.once
 def test_eval_fits_an_80_column_terminal(tmp_path):
     from tests.llm_server import LLMServer
 
     with LLMServer() as server:
-        root = tmp_path / "p"
-        labeler("init", root)
-        (root / "labeler.yaml").write_text(
-            "name: p\nlabels: {positive: good, negative: bad}\nfields: [text]\nannotators:\n"
-            f"  - {{name: a-rather-long-annotator-name, kind: llm, model: openai/ok, api_base: '{server.base_url}'}}\n")
+        root = llm_project(tmp_path / "p", server, "a-rather-long-annotator-name")
         rows = "".join(f"i{n},item {n} is {'positive' if n % 2 else 'negative'}\n" for n in range(30))
         labeler("import", "items", write_file(tmp_path / "i.csv", "id,text\n" + rows), "-p", root)
         gold = "".join(f"i{n},{'positive' if n % 2 else 'negative'}\n" for n in range(30))
@@ -130,12 +135,7 @@ def test_prompt_calibrate_and_run_commands(tmp_path):
     from tests.llm_server import LLMServer
 
     with LLMServer() as server:
-        root = tmp_path / "p"
-        labeler("init", root)
-        (root / "labeler.yaml").write_text(
-            "name: p\nlabels: {positive: good, negative: bad}\nfields: [text]\nannotators:\n"
-            f"  - {{name: gpt, kind: llm, model: openai/ok, api_base: '{server.base_url}'}}\n"
-        )
+        root = llm_project(tmp_path / "p", server, "gpt")
         items = write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{n},item {n} is positive\n" for n in range(12)))
         labeler("import", "items", items, "-p", root)
         labeler("import", "gold", write_file(tmp_path / "g.csv", "id,label,split\ni0,positive,examples\n"), "-p", root)

@@ -81,7 +81,7 @@ def test_qualification_before_real_items_with_mistakes_and_a_cool_down(ws, tmp_p
     make_users(ws, ann=Role.reviewer, bob=Role.reviewer, meg=Role.manager)
     from labeler.config import Qualification
 
-    web = web_for(ws, review_qualification=Qualification(items=3, pass_mark=1.0, cooldown_hours=1))
+    web = web_for(ws, review_qualification=Qualification(items=3, pass_mark=1.0, cooldown_hours=1), review_gold_share=0)
     csrf = login(web, "ann")
     card = web.get("/api/queue/next").json()["item"]
     for k in range(3):
