@@ -8,7 +8,8 @@ each measured once by cross-fitting), the share of folds where it held on that f
 alone (a noisier measure, as a test half would give), the mean automatic share and its 10th percentile over
 seeds, the oracle's share (Dawid-Skene with every vote, in hindsight) and the ratio to it,
 votes used of those available, accuracy over all items (routed items taking the aggregate of
-the votes they bought) beside Dawid-Skene's with every vote, and seconds per replay.
+the votes they bought) beside Dawid-Skene's with every vote, the same two with
+`stop_when_futile: false` (routed items buy every remaining vote), and seconds per replay.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"target {args.target}, confidence {args.confidence}, {args.seeds} seeds, votes bought {args.order} first")
     print(f"{'dataset':8} {'held':>5} {'/fold':>5} {'auto':>6} {'p10':>6} {'oracle':>6} {'ratio':>6} {'votes':>6} "
-          f"{'acc_all':>7} {'ds_all':>7} {'auto_acc':>8} {'s/run':>6}")
+          f"{'acc_all':>7} {'ds_all':>7} {'auto_acc':>8} {'f_votes':>7} {'f_acc':>7} {'s/run':>6}")
     # One BLAS thread per process: the processes already fill the cores.
     os.environ.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     with ProcessPoolExecutor(args.workers) as pool:
@@ -61,7 +62,9 @@ def main() -> None:
                   f"{auto.mean() / oracle if oracle else float('nan'):6.3f} "
                   f"{np.mean([r['votes_used'] / r['votes_available'] for r in runs]):6.3f} "
                   f"{np.mean([r['accuracy_all'] for r in runs]):7.4f} {runs[0]['ds_accuracy']:7.4f} "
-                  f"{np.mean(accepted) if accepted else float('nan'):8.4f} {np.mean([r['seconds'] for r in runs]):6.2f}",
+                  f"{np.mean(accepted) if accepted else float('nan'):8.4f} "
+                  f"{np.mean([r['finished_votes_used'] / r['votes_available'] for r in runs]):7.3f} "
+                  f"{np.mean([r['finished_accuracy_all'] for r in runs]):7.4f} {np.mean([r['seconds'] for r in runs]):6.2f}",
                   flush=True)
 
 

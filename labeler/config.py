@@ -103,6 +103,10 @@ class RoutingConfig(_Strict):
     target_accuracy: float = Field(default=0.95, gt=0.0, lt=1.0)
     confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # of the finite-sample accuracy bound
     method: str = "dawid_skene"
+    # An item no annotator left could lift to the level goes to review without asking them (the
+    # votes saved are its remaining ones); false: it gets every vote, so the suggestion a reviewer
+    # sees, and the aggregate of an item nobody reviews, is that of every annotator.
+    stop_when_futile: bool = True
     review_overlap: int = Field(default=1, ge=1, le=10)  # reviewers per item
     review_lease_minutes: float = Field(default=10.0, gt=0)  # a leased item returns to the queue after this
     review_gold_share: float = Field(default=0.1, ge=0.0, le=0.5)  # hidden gold among a reviewer's items

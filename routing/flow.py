@@ -160,7 +160,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         confidence = paths.confidence(s)
         for i in np.nonzero(take)[0]:
             accepted[open_items[i]] = (s, int(paths.predicted[i, s]), float(calibrated[i]), float(confidence[i]))
-        stop = ~take & paths.futile(s, lam)
+        stop = ~take & paths.futile(s, lam) if ws.config.routing.stop_when_futile else np.zeros_like(take)
         futile += int(stop.sum()) if s + 1 < len(askers) else 0
         open_items = [item for i, item in enumerate(open_items) if not (take[i] or stop[i])]
     decisions = _decide(ws, policy, todo, accepted, run_id, {(a, run_id) for a in bad_days.values()})

@@ -9,7 +9,9 @@ skilled worker first (skills from the EM; `order="random"` buys them in a random
 until the cascade accepts it or no remaining vote could (then it goes to review).
 
 Figures: the automatic share and its accuracy, accuracy over all items (those sent to review
-taking the aggregate of the votes they bought), votes used, and the oracle: Dawid-Skene with
+taking the aggregate of the votes they bought), votes used, the same two with
+`stop_when_futile` off (items sent to review buy every remaining vote; nothing accepted changes),
+and the oracle: Dawid-Skene with
 every vote, items sorted by posterior, the largest share still at least `target` right in
 hindsight (no method can beat it).
 """
@@ -88,11 +90,13 @@ def replay(records: list[tuple], gold: dict, target: float, confidence: float = 
         taken = test[auto[test]]
         held.append(not len(taken) or float((label[taken] == truth[taken]).mean()) >= target)
     # Items sent to review take the aggregate of the votes they bought.
-    bought = paths.predicted[np.arange(len(tasks)), np.maximum(used, 1) - 1]
-    final = np.where(auto, label, bought)
-    rows = [index[t] for t in tasks]
-    every = ds.probas_[rows]
-    oracle = oracle_share(ds.log_odds_[rows], every.argmax(axis=1), truth, target)
+    rows = np.arange(len(tasks))
+    final = np.where(auto, label, paths.predicted[rows, np.maximum(used, 1) - 1])
+    every_vote = paths.active.sum(axis=1)  # with stop_when_futile off, review items buy them all
+    finished = np.where(auto, label, paths.predicted[rows, np.maximum(every_vote, 1) - 1])
+    in_table = [index[t] for t in tasks]
+    every = ds.probas_[in_table]
+    oracle = oracle_share(ds.log_odds_[in_table], every.argmax(axis=1), truth, target)
     auto_fraction = float(auto.mean())
     return {
         "seed": seed,
@@ -107,6 +111,8 @@ def replay(records: list[tuple], gold: dict, target: float, confidence: float = 
         "ds_accuracy": round(float((every.argmax(axis=1) == truth).mean()), 4),
         "votes_used": int(used.sum()),
         "votes_available": int(paths.active.sum()),
+        "finished_accuracy_all": round(float((finished == truth).mean()), 4),  # stop_when_futile off
+        "finished_votes_used": int(np.where(auto, used, every_vote).sum()),
         "held_folds": round(float(np.mean(held)), 4),  # folds whose accepted items met the target
         "oracle_auto_fraction": round(oracle, 4),
         "oracle_ratio": round(auto_fraction / oracle, 4) if oracle else None,

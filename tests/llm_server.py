@@ -4,7 +4,8 @@ It answers with the label named in the item's text ("... is positive"), else the
 The model name picks a behaviour, so one server serves every test:
   ok          answers, with logprobs when asked
   flaky-P     answers, but a share P of requests (by a counter) get 429 (with Retry-After: 0) or 500
-  noisy-P     answers a wrong label for a share P of items (fixed per item text)
+  noisy-P     answers a wrong label for a share P of items (fixed per item text: the same items for
+              every noisy-P model, so errors are nested); noisy-P-S errs on its own items (salt S)
   badday      answers a wrong label for items whose text contains "[hp]"
   garbage     answers text that names no label
   unsure      answers "unsure"
@@ -109,7 +110,8 @@ class LLMServer:
         answer = next((label for label in labels if f"is {label}" in item), labels[0] if labels else "?")
         wrong = model == "badday" and "[hp]" in item
         if model.startswith("noisy-"):
-            wrong = int(hashlib.sha256(item.encode()).hexdigest(), 16) % 100 < float(model.split("-", 1)[1]) * 100
+            share, _, salt = model.split("-", 1)[1].partition("-")
+            wrong = int(hashlib.sha256((salt + item).encode()).hexdigest(), 16) % 100 < float(share) * 100
         if wrong and len(labels) > 1:
             answer = labels[(labels.index(answer) + 1) % len(labels)]
         if model == "obey":  # a model that follows instructions planted in the item

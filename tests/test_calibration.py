@@ -177,3 +177,7 @@ def test_replay_command_reports_the_figures():
     assert result["votes_used"] < result["votes_available"] == 8000  # every gold item measured once
     assert 0 < result["auto_fraction"] <= result["oracle_auto_fraction"] <= 1
     assert result["oracle_ratio"] == pytest.approx(result["auto_fraction"] / result["oracle_auto_fraction"], abs=1e-3)
+    # With stop_when_futile off, items sent to review buy their remaining votes: more votes, and on
+    # rte (ten votes an item) the aggregate of every vote for them.
+    assert result["votes_used"] < result["finished_votes_used"] < result["votes_available"]
+    assert result["accuracy_all"] < result["finished_accuracy_all"]

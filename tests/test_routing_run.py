@@ -21,9 +21,10 @@ def server():
 
 
 def make_project(tmp_path, server, annotators, *, n_items=400, calibration=200, honeypots=40, hp_marker=False,
-                 wrong_gold=(), target=0.9, url=None):
+                 wrong_gold=(), target=0.9, url=None, stop_when_futile=True):
     yaml_text = (f"name: cascade\nlabels: {{positive: liked it, negative: did not like it}}\nfields: [text]\n"
-                 f"routing: {{target_accuracy: {target}, confidence: 0.9}}\nannotators:\n")
+                 f"routing: {{target_accuracy: {target}, confidence: 0.9, stop_when_futile: {str(stop_when_futile).lower()}}}\n"
+                 "annotators:\n")
     for name, model, rank in annotators:
         yaml_text += (f"  - {{name: {name}, kind: llm, model: openai/{model}, api_base: '{server.base_url}', "
                       f"cost_rank: {rank}, max_retries: 2}}\n")
@@ -71,6 +72,30 @@ def test_cheap_annotator_first_and_the_dear_one_only_where_needed(tmp_path, serv
     assert cheap_calls >= 200 + 160
     assert dear_calls < cheap_calls
     assert all(0.5 <= r.confidence <= 1 for r in auto)
+
+
+@pytest.mark.parametrize("stop_when_futile", [True, False])
+def test_items_no_annotator_left_could_lift_go_to_review_early_unless_told_otherwise(tmp_path, server, stop_when_futile):
+    # Three annotators, each wrong on its own tenth of the items: two that agree settle an item;
+    # after a disagreement one more vote cannot reach the level, so the third is not asked.
+    names = ["a", "b", "c"]
+    ws = make_project(tmp_path, server, [(n, f"noisy-0.1-{n}", rank) for rank, n in enumerate(names)], target=0.95,
+                      stop_when_futile=stop_when_futile)
+    report = run_project(ws, build_askers(ws)[0])
+    assert report["policy"]["lambda"] is not None
+    with ws.session() as s:
+        ids = dict(s.execute(select(models.Annotator.name, models.Annotator.id)).all())
+        voted_by_c = set(s.scalars(select(models.Vote.item_id).where(models.Vote.annotator_id == ids["c"])))
+        rows = s.execute(select(models.Decision.item_id, models.Decision.state, models.Decision.details)
+                         .where(models.Decision.state.in_([models.State.auto, models.State.needs_review]))).all()
+    settled_early = {i for i, state, details in rows if state == models.State.auto and details["stage"] < 2}
+    routed = {i for i, state, _ in rows if state == models.State.needs_review}
+    assert settled_early and routed
+    assert not settled_early & voted_by_c  # nobody pays for a vote after the item is settled
+    if stop_when_futile:
+        assert report["sent_to_review_early"] == len(routed - voted_by_c) > 0
+    else:
+        assert report["sent_to_review_early"] == 0 and routed <= voted_by_c
 
 
 def test_without_enough_calibration_gold_nothing_is_automatic(tmp_path, server):

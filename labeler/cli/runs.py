@@ -196,7 +196,10 @@ def replay(
         + (f", {result['oracle_ratio']:.0%} of it" if result["oracle_ratio"] is not None else "") + ".\n"
         f"Votes used {result['votes_used']} of {result['votes_available']} "
         f"({result['votes_used'] / result['votes_available']:.0%}); accuracy over all items {result['accuracy_all']} "
-        f"(Dawid-Skene with every vote: {result['ds_accuracy']})."
+        f"(Dawid-Skene with every vote: {result['ds_accuracy']}).\n"
+        f"With stop_when_futile off (items sent to review buy every remaining vote): votes used "
+        f"{result['finished_votes_used']} ({result['finished_votes_used'] / result['votes_available']:.0%}), "
+        f"accuracy over all items {result['finished_accuracy_all']}."
     )
 
 

@@ -44,6 +44,7 @@ annotators:
 routing:
   target_accuracy: 0.95   # accuracy that automatically accepted labels must reach
   confidence: 0.9         # with this probability (a finite-sample bound on gold)
+  stop_when_futile: true  # items no annotator left could get accepted go to review unasked
 """
 
 GUIDELINE_TEMPLATE = """\
