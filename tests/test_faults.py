@@ -8,6 +8,7 @@ import sys
 import pytest
 from sqlalchemy import func, select, text
 
+from labeler.data.imports import CHUNK_ROWS
 from labeler.store import models
 from tests.conftest import write_file, write_project
 from tests.llm_server import LLMServer
@@ -27,17 +28,23 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_full_disk_is_reported_and_nothing_is_half_imported(tmp_path, tiny_disk):
+def test_a_full_disk_is_reported_whole_chunks_stay_and_a_rerun_finishes(tmp_path, tiny_disk):
     root = write_project(tiny_disk / "proj")
     sqlite = {"LABELER_DATABASE_URL": f"sqlite:///{tiny_disk / 'store.db'}"}
     labeler("status", "-p", root, env=sqlite)  # the store exists and fits
+    subprocess.run(["mount", "-o", "remount,size=3m", str(tiny_disk)], check=True)  # room for a few chunks
     rows = "".join(f"i{k},{'a long review text ' * 20}{k}\n" for k in range(20_000))  # ~8 MB
-    result = labeler("import", "items", write_file(tmp_path / "items.csv", "id,text\n" + rows), "-p", root,
-                     check=False, env=sqlite)
-    assert result.returncode == 1 and "database or disk is full" in result.stderr
-    assert "Traceback" not in result.stderr
-    status = json.loads(labeler("status", "--json", "-p", root, env=sqlite).stdout)
-    assert status["items"] == 0  # the import was one transaction: rolled back whole
+    items = write_file(tmp_path / "items.csv", "id,text\n" + rows)
+    result = labeler("import", "items", items, "-p", root, check=False, env=sqlite)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "database or disk is full" in message and "Traceback" not in message
+    assert "importing the file again finishes it" in message
+    written = json.loads(labeler("status", "--json", "-p", root, env=sqlite).stdout)["items"]
+    assert 0 < written < 20_000 and written % CHUNK_ROWS == 0  # each chunk is a transaction: whole chunks only
+    assert f"after {written} items" in message
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)  # space freed
+    labeler("import", "items", items, "-p", root, env=sqlite)
+    assert json.loads(labeler("status", "--json", "-p", root, env=sqlite).stdout)["items"] == 20_000
 
 
 def test_a_read_only_store_is_reported_clearly(tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from labeler.data.imports import import_gold, import_items
+from labeler.data.imports import CHUNK_ROWS, import_gold, import_items
 from labeler.errors import LabelerError
 from labeler.store import models
 from tests.conftest import DATASETS, needs_datasets, write_file
@@ -143,3 +143,53 @@ def test_product_dataset_imports_quickly_and_only_once(tmp_path, store_url):
     assert (again.items_added, gold_again.gold_added) == (0, 0)
     assert count(ws, models.Item) == 4125
     ws.engine.dispose()
+
+
+def test_conflicts_anywhere_in_the_file_are_found_before_anything_is_written(ws, tmp_path):
+    # The rows that conflict sit in different chunks: the check pass remembers what came before.
+    far = CHUNK_ROWS + 5
+    rows = "".join(f"i{k},text {k}\n" for k in range(far)) + "i3,other text\n"
+    report = import_items(ws, write_file(tmp_path / "items.csv", "id,text\n" + rows))
+    assert not report.committed and [e.line for e in report.errors] == [far + 2]
+    assert "imported before with other fields" in report.errors[0].message
+    assert count(ws, models.Item) == 0
+    gold = "".join(f"i{k},positive\n" for k in range(far)) + "i3,negative\nnew,positive\n"
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\n" + rows.replace("i3,other text\n", "")))
+    report = import_gold(ws, write_file(tmp_path / "gold.csv", "id,label\n" + gold))
+    assert not report.committed and [e.line for e in report.errors] == [far + 2, far + 3]
+    assert "already has gold 'positive'" in report.errors[0].message and "not imported" in report.errors[1].message
+    assert count(ws, models.GoldLabel) == 0
+
+
+def test_a_gold_row_may_name_an_item_from_an_earlier_chunk_of_the_same_file(ws, tmp_path):
+    rows = [f'{{"id": "i{k}", "text": "t{k}", "label": "positive"}}' for k in range(CHUNK_ROWS + 3)]
+    rows.append('{"id": "i1", "label": "positive"}')  # the same gold again, without fields: unchanged
+    report = import_gold(ws, write_file(tmp_path / "gold.jsonl", "\n".join(rows) + "\n"))
+    assert report.committed and (report.items_added, report.gold_added, report.gold_unchanged) == (CHUNK_ROWS + 3,) * 2 + (1,)
+
+
+def test_a_long_import_on_sqlite_lets_other_writers_in_between_chunks(tmp_path):
+    import sqlite3
+    import threading
+    import time
+
+    from labeler.store.workspace import open_workspace
+    from tests.conftest import write_project
+
+    ws = open_workspace(write_project(tmp_path / "p"), url=f"sqlite:///{tmp_path / 'store.db'}")
+    rows = "".join(f"i{k},{'some review text ' * 10}{k}\n" for k in range(10 * CHUNK_ROWS))
+    items = write_file(tmp_path / "items.csv", "id,text\n" + rows)
+    done = threading.Thread(target=import_items, args=(ws, items))
+    other = sqlite3.connect(tmp_path / "store.db", timeout=2, isolation_level=None)  # a reviewer's write, say
+    waits = []
+    done.start()
+    while done.is_alive():
+        if other.execute("SELECT count(*) FROM item").fetchone()[0]:  # the import is writing
+            started = time.monotonic()
+            other.execute("BEGIN IMMEDIATE")  # the store's write lock; "database is locked" after 2 s
+            other.execute("COMMIT")
+            waits.append(time.monotonic() - started)
+        time.sleep(0.02)
+    done.join()
+    assert count(ws, models.Item) == 10 * CHUNK_ROWS
+    assert len(waits) >= 3 and max(waits) < 2  # got in while the import went on, each time within a chunk

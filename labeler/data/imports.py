@@ -1,21 +1,29 @@
-"""Import items and gold labels from CSV or JSONL: streaming, idempotent, all-or-nothing.
+"""Import items and gold labels from CSV or JSONL: streaming, idempotent, checked before written.
 
-A file is read in chunks inside one transaction, so memory stays flat however large it is,
-and a bad row rolls the whole import back unless `skip_bad` is set. Items are immutable:
+A file is read in chunks, so memory stays flat however large it is, and a bad row means nothing
+is imported unless `skip_bad` is set. On PostgreSQL the import is one transaction. SQLite has a
+single write lock, so there a first pass checks every row and writes nothing, and a second
+writes a transaction per chunk: reviewers and runs get in between chunks, and a store failure
+midway leaves whole chunks (importing the file again finishes it). Items are immutable:
 re-importing the same row changes nothing; the same id with other fields is a conflict.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
+from sqlalchemy.exc import DBAPIError
 
 from labeler.data.readers import Progress, read_rows
+from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.engine import upsert
 from labeler.store.models import Split, State, utcnow
@@ -70,6 +78,7 @@ class _Row:
     fields: dict[str, Any] | None  # None: a gold row naming an item imported before
     label: str | None = None
     split: Split | None = None
+    digest: str | None = None  # of the fields
 
 
 def import_items(ws: Workspace, path: Path, *, skip_bad: bool = False, progress: Progress | None = None) -> ImportReport:
@@ -93,34 +102,99 @@ def import_gold(
 
 
 def _import(ws, path, *, gold, default_split, skip_bad, progress) -> ImportReport:
+    parse = functools.partial(_parse_row, gold=gold, labels=set(ws.config.label_names), declared=ws.config.fields,
+                              default_split=default_split)
+    kind = "import gold" if gold else "import items"
+    if ws.engine.dialect.name != "sqlite":  # PostgreSQL locks rows, not the store: one transaction
+        return _write(ws, path, parse, progress, kind=kind, skip_bad=skip_bad, per_chunk=False)
+    # SQLite has one write lock for the whole store: check every row first, writing nothing, then
+    # write a transaction per chunk, so reviewers and runs get in between.
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    checked = _check(ws, path, parse, progress and (lambda done: progress(done // 2)))
+    if checked.bad_rows and not skip_bad:
+        return checked
+    return _write(ws, path, parse, progress and (lambda done: progress((size + done) // 2)), kind=kind,
+                  skip_bad=True, per_chunk=True)
+
+
+def _write(ws, path, parse, progress, *, kind, skip_bad, per_chunk) -> ImportReport:
     report = ImportReport(file=str(path))
-    labels = set(ws.config.label_names)
-    declared = ws.config.fields
-    with ws.session() as session:
-        chunk: list[_Row] = []
-        for line, raw in read_rows(path, progress):
-            report.rows += 1
-            row = _parse_row(line, raw, gold=gold, labels=labels, declared=declared, default_split=default_split)
-            if isinstance(row, RowError):
-                _bad(report, row)
-            else:
-                chunk.append(row)
-            if len(chunk) >= CHUNK_ROWS:
-                _write_chunk(session, ws.project_id, chunk, report)
-                chunk = []
-        _write_chunk(session, ws.project_id, chunk, report)
+    with ws.session() as whole:
+        for chunk in _chunks(path, parse, report, progress):
+            written = report.items_added, report.gold_added
+            try:
+                with ws.session() if per_chunk else contextlib.nullcontext(whole) as session:
+                    _write_chunk(session, ws.project_id, chunk, report)
+            except DBAPIError as exc:
+                if not per_chunk:
+                    raise
+                raise LabelerError(f"{path}: the store refused after {written[0]} items and {written[1]} gold "
+                                   f"labels were written ({exc.orig}); importing the file again finishes it") from exc
         if report.bad_rows and not skip_bad:
-            session.rollback()
+            whole.rollback()
             return report
-        session.add(
-            models.Run(
-                project_id=ws.project_id,
-                kind="import gold" if gold else "import items",
-                finished_at=utcnow(),
-                stats=report.as_dict() | {"errors": len(report.errors)},
-            )
-        )
-        report.committed = True
+        whole.add(models.Run(project_id=ws.project_id, kind=kind, finished_at=utcnow(),
+                             stats=report.as_dict() | {"errors": len(report.errors)}))
+    report.committed = True
+    return report
+
+
+def _chunks(path, parse, report, progress) -> Iterator[list[_Row]]:
+    """The file's good rows in chunks; bad ones go to the report."""
+    chunk: list[_Row] = []
+    for line, raw in read_rows(path, progress):
+        report.rows += 1
+        row = parse(line, raw)
+        if isinstance(row, RowError):
+            _bad(report, row)
+            continue
+        chunk.append(row)
+        if len(chunk) >= CHUNK_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# What the rows before in the file added, while checking: nothing is written to the store then.
+_seen_table = Table("import_seen", MetaData(), Column("external_id", String, primary_key=True),
+                    Column("digest", String), Column("label", String), Column("split", String),
+                    prefixes=["TEMPORARY"])
+
+
+def _check(ws, path, parse, progress) -> ImportReport:
+    """Every row checked against the store and the rows before it, before anything is written.
+
+    Reads, plus a temporary table of the ids seen so far (SQLite keeps it apart from the store
+    file), so the check takes no write lock and memory stays flat."""
+    report = ImportReport(file=str(path))
+    seen = _seen_table
+    with ws.engine.connect() as conn:
+        seen.drop(conn, checkfirst=True)
+        seen.create(conn)
+        try:
+            for chunk in _chunks(path, parse, report, progress):
+                ids = list({r.external_id for r in chunk})
+                known = _stored(conn, ws.project_id, chunk)
+                for ext, digest, label, split in conn.execute(select(seen).where(seen.c.external_id.in_(ids))):
+                    if digest is not None:
+                        known.digests.setdefault(ext, digest)
+                    if label is not None:
+                        known.gold.setdefault(ext, (label, Split(split)))
+                new_items, new_gold = _sort_out(chunk, known, report)
+                rows = {ext: {"external_id": ext, "digest": known.digests.get(ext), "label": None, "split": None}
+                        for ext in new_gold}
+                rows.update({ext: {"external_id": ext, "digest": r.digest, "label": None, "split": None}
+                             for ext, r in new_items.items()})
+                for ext, r in new_gold.items():
+                    rows[ext].update(label=r.label, split=r.split.value)
+                if rows:
+                    conn.execute(delete(seen).where(seen.c.external_id.in_(list(rows))))
+                    conn.execute(insert(seen), list(rows.values()))
+        finally:
+            conn.rollback()
+            seen.drop(conn, checkfirst=True)
+            conn.commit()
     return report
 
 
@@ -162,83 +236,82 @@ def _parse_row(line, raw, *, gold, labels, declared, default_split) -> _Row | Ro
     missing = [f for f in declared if f not in fields or fields[f] is None]
     if missing:
         return RowError(line, f"item {external_id!r}: missing field(s) {', '.join(missing)}")
-    return _Row(line, external_id, fields, label, split)
+    return _Row(line, external_id, fields, label, split, content_hash(fields))
 
 
-def _write_chunk(session, project_id: int, chunk: list[_Row], report: ImportReport) -> None:
-    if not chunk:
-        return
-    Item = models.Item
+@dataclass
+class _Known:
+    """What is held for a chunk's ids: each item's content hash (None where not needed) and gold."""
+
+    digests: dict[str, str | None]
+    gold: dict[str, tuple[str, Split]]
+    ids: dict[str, int] = field(default_factory=dict)  # external id -> item id, in the store
+
+
+def _stored(conn, project_id: int, chunk: list[_Row]) -> _Known:
+    Item, Gold = models.Item, models.GoldLabel
     ids = list({r.external_id for r in chunk})
-    stored = {
-        ext: (item_id, digest)
-        for ext, item_id, digest in session.execute(
-            select(Item.external_id, Item.id, Item.content_hash).where(
-                Item.project_id == project_id, Item.external_id.in_(ids)
-            )
-        )
-    }
-    new_items: dict[str, dict] = {}
-    accepted: list[_Row] = []
+    known = _Known({}, {})
+    for ext, item_id, digest in conn.execute(select(Item.external_id, Item.id, Item.content_hash)
+                                              .where(Item.project_id == project_id, Item.external_id.in_(ids))):
+        known.digests[ext], known.ids[ext] = digest, item_id
+    if not known.ids or all(r.label is None for r in chunk):
+        return known
+    for ext, label, split in conn.execute(select(Item.external_id, Gold.label, Gold.split)
+                                          .join(Gold, Gold.item_id == Item.id)
+                                          .where(Item.project_id == project_id, Item.external_id.in_(ids))):
+        known.gold[ext] = (label, Split(split))
+    return known
+
+
+def _sort_out(chunk: list[_Row], known: _Known, report: ImportReport) -> tuple[dict[str, _Row], dict[str, _Row]]:
+    """A chunk's new items and new gold labels; rows that conflict with what is known go to the
+    report as bad, rows that repeat it count as unchanged."""
+    new_items: dict[str, _Row] = {}
+    new_gold: dict[str, _Row] = {}
     for row in chunk:
+        ext = row.external_id
+        before = known.digests[ext] if ext in known.digests else (new_items[ext].digest if ext in new_items else False)
         if row.fields is None:
-            if row.external_id not in stored and row.external_id not in new_items:
-                _bad(report, RowError(row.line, f"item {row.external_id!r} is not imported; import items first or give its fields"))
+            if before is False:
+                _bad(report, RowError(row.line, f"item {ext!r} is not imported; import items first or give its fields"))
                 continue
-            accepted.append(row)
-            continue
-        digest = content_hash(row.fields)
-        known = stored.get(row.external_id) or (
-            (None, new_items[row.external_id]["content_hash"]) if row.external_id in new_items else None
-        )
-        if known is None:
-            new_items[row.external_id] = {
-                "project_id": project_id,
-                "external_id": row.external_id,
-                "fields": row.fields,
-                "content_hash": digest,
-                "created_at": utcnow(),
-            }
-        elif known[1] != digest:
-            _bad(report, RowError(row.line, f"item {row.external_id!r} was imported before with other fields"))
+        elif before is False:
+            new_items[ext] = row
+        elif before != row.digest:
+            _bad(report, RowError(row.line, f"item {ext!r} was imported before with other fields"))
             continue
         else:
             report.items_unchanged += 1
-        accepted.append(row)
-    if new_items:
-        result = session.execute(insert(Item).returning(Item.external_id, Item.id), list(new_items.values()))
-        stored.update({ext: (item_id, None) for ext, item_id in result})
-        report.items_added += len(new_items)
-    gold_rows = [r for r in accepted if r.label is not None]
-    if gold_rows:
-        _write_gold(session, gold_rows, stored, report)
-
-
-def _write_gold(session, rows: list[_Row], stored: dict, report: ImportReport) -> None:
-    Gold = models.GoldLabel
-    item_ids = [stored[r.external_id][0] for r in rows]
-    existing = {
-        item_id: (label, split)
-        for item_id, label, split in session.execute(
-            select(Gold.item_id, Gold.label, Gold.split).where(Gold.item_id.in_(item_ids))
-        )
-    }
-    fresh: dict[int, _Row] = {}
-    for row, item_id in zip(rows, item_ids):
-        current = existing.get(item_id) or (
-            (fresh[item_id].label, fresh[item_id].split) if item_id in fresh else None
-        )
+        if row.label is None:
+            continue
+        current = known.gold.get(ext) or ((new_gold[ext].label, new_gold[ext].split) if ext in new_gold else None)
         if current is None:
-            fresh[item_id] = row
+            new_gold[ext] = row
         elif current != (row.label, row.split):
-            _bad(report, RowError(row.line, f"item {row.external_id!r} already has gold {current[0]!r} ({current[1].value})"))
+            _bad(report, RowError(row.line, f"item {ext!r} already has gold {current[0]!r} ({current[1].value})"))
         else:
             report.gold_unchanged += 1
-    if not fresh:
+    return new_items, new_gold
+
+
+def _write_chunk(session, project_id: int, chunk: list[_Row], report: ImportReport) -> None:
+    known = _stored(session, project_id, chunk)
+    new_items, new_gold = _sort_out(chunk, known, report)
+    if new_items:
+        Item, now = models.Item, utcnow()
+        result = session.execute(
+            insert(Item).returning(Item.external_id, Item.id),
+            [{"project_id": project_id, "external_id": ext, "fields": r.fields, "content_hash": r.digest,
+              "created_at": now} for ext, r in new_items.items()])
+        known.ids.update(dict(result.all()))
+        report.items_added += len(new_items)
+    if not new_gold:
         return
     now = utcnow()
+    fresh = {known.ids[ext]: r for ext, r in new_gold.items()}
     session.execute(
-        insert(Gold),
+        insert(models.GoldLabel),
         [{"item_id": i, "label": r.label, "split": r.split, "created_at": now} for i, r in fresh.items()],
     )
     # A gold label is the item's decision, replacing an earlier machine decision.
