@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, update
 
 from labeler.annotators.recorded import load_recorded
-from labeler.annotators.runner import Budget, pending_items, run_askers
+from labeler.annotators.runner import Budget, pending_items, run_askers, spend
 from labeler.config import RecordedAnnotator
 from labeler.store import models
 from labeler.store.engine import upsert
@@ -69,14 +69,6 @@ def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
         return list(s.scalars(query))
 
 
-def project_spend(ws: Workspace) -> float:
-    """What the project's annotators have cost so far."""
-    with ws.session() as s:
-        return float(s.scalar(select(func.coalesce(func.sum(models.Vote.cost), 0.0))
-                              .join(models.Annotator, models.Annotator.id == models.Vote.annotator_id)
-                              .where(models.Annotator.project_id == ws.project_id)))
-
-
 def estimate(ws: Workspace, askers: list, limit: int | None = None) -> dict:
     """What `labeler run` would ask and spend, asking nobody: per annotator the calls it could make (the
     calibration gold it has not voted on, and every new item: an upper bound, since the cascade stops
@@ -87,7 +79,7 @@ def estimate(ws: Workspace, askers: list, limit: int | None = None) -> dict:
             else {"annotator": a.name, "calls": 0, "tokens": 0, "cost": 0.0} for a in askers]
     known = [r["cost"] for r in rows if r["cost"] is not None]
     return {"annotators": rows, "items": len(items), "cost": round(sum(known), 6) if len(known) == len(rows) else None,
-            "budget": ws.config.budget.model_dump(), "project_spent": round(project_spend(ws), 6)}
+            "budget": ws.config.budget.model_dump(), "project_spent": round(spend(ws), 6)}
 
 
 def stages_of(askers: list) -> list[Stage]:
@@ -125,7 +117,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     todo = items_to_label(ws, limit)
     if on_start:
         on_start((len(calibration) + len(todo)) * len(askers))
-    budget = Budget(ws.config.budget.run, ws.config.budget.project, spent_before=project_spend(ws))
+    budget = Budget(ws.config.budget.run, ws.config.budget.project, spent_before=spend(ws))
 
     def ask(asker_list, item_ids):
         if not asker_list:
@@ -163,6 +155,8 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         stop = ~take & paths.futile(s, lam) if ws.config.routing.stop_when_futile else np.zeros_like(take)
         futile += int(stop.sum()) if s + 1 < len(askers) else 0
         open_items = [item for i, item in enumerate(open_items) if not (take[i] or stop[i])]
+    if asking is not None:  # workers spent it: the store says how much
+        budget.spent = spend(ws, run_id)
     decisions = _decide(ws, policy, todo, accepted, run_id, {(a, run_id) for a in bad_days.values()})
     result = {
         "run_id": run_id,

@@ -18,10 +18,10 @@ from tests.test_routing_run import make_project
 CHEAP, DEAR = "noisy-0.15", "ok"
 
 
-def start_worker(root, url, log):
+def start_worker(root, url, log, stalled_after=6):
     return subprocess.Popen(
         [sys.executable, "-m", "labeler.cli", "worker", "--concurrency", "4", "--heartbeat", "1",
-         "--stalled-after", "6", "-p", str(root)],
+         "--stalled-after", str(stalled_after), "-p", str(root)],
         env=dict(os.environ, LABELER_DATABASE_URL=url), stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -109,3 +109,33 @@ def test_the_job_queue_connects_with_the_stores_own_password():
     assert conninfo(make_url("postgresql+psycopg://ann:s3cret@db:5432/labels")) == "postgresql://ann:s3cret@db:5432/labels"
     with pytest.raises(LabelerError, match="needs PostgreSQL"):
         conninfo(make_url("sqlite:///x.db"))
+
+
+@pytest.mark.postgres
+def test_a_run_budget_holds_across_workers(tmp_path, pg_url):
+    with LLMServer(latency=0.2) as server:
+        ws = make_project(tmp_path, server, [("dear", DEAR, 0)], url=pg_url)
+        root = ws.project.root
+        text = (root / "labeler.yaml").read_text().replace("max_retries: 2}", "max_retries: 2, max_concurrency: 2, "
+                                                                               "cost_per_1k_tokens: 1.0}")
+        (root / "labeler.yaml").write_text(text + "budget: {run: 2.0}\n")
+        log = (tmp_path / "workers.log").open("w")
+        # No job is taken for stalled here (a busy machine may miss heartbeats): one cascade, one run.
+        workers = [start_worker(root, pg_url, log, stalled_after=300) for _ in range(2)]
+        try:
+            labeler("run", "--distributed", "-p", root, env={"LABELER_DATABASE_URL": pg_url})
+            wait_for(lambda: finished_runs(ws), 240, "the run to finish")
+        finally:
+            for worker in workers:
+                worker.terminate()
+                worker.wait(15)
+            log.close()
+        [run] = finished_runs(ws)
+        with ws.session() as s:
+            costs = s.scalars(select(models.Vote.cost).where(models.Vote.run_id == run.id)).all()
+    per_call = max(costs)  # about $0.1: some 100 tokens at $1 per 1,000
+    # Without a shared budget every batch would ask all its items: 360 calls, some $36. With it, the
+    # workers stop within a refresh (1 s) of the cap: 8 batches at 2 calls in flight, 0.2 s a call.
+    assert run.stats["budget"]["stopped"].startswith("the run's budget of $2 is spent")
+    assert 2.0 <= sum(costs) <= 2.0 + 8 * 2 * 6 * per_call and len(costs) < 200
+    assert sum(a["unasked"] for a in run.stats["annotators"]) > 0

@@ -27,7 +27,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from labeler.annotators.llm import LLMAsker
-from labeler.annotators.runner import AnnotatorReport, pending_items, run_askers
+from labeler.annotators.runner import AnnotatorReport, Budget, pending_items, run_askers
 from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.models import utcnow
@@ -116,7 +116,7 @@ async def label_batch(context, project: str, annotator: str, prompt: str, versio
     asker = wiring["build_asker"](ws, config, ws.annotator_ids()[annotator], prompt=prompt)
     if asker.version != version:  # e.g. another model in this worker's labeler.yaml
         raise LabelerError(f"{annotator}: this worker builds version {asker.version}, the run asked for {version}")
-    [report] = await run_askers(ws, [asker], items, run_id=run_id)
+    [report] = await run_askers(ws, [asker], items, run_id=run_id, budget=Budget.shared(ws, run_id))
     with ws.session() as s:  # the batch's report, for the cascade to add up
         s.add(models.Run(project_id=ws.project_id, kind="batch", finished_at=utcnow(),
                          stats={"run": run_id, "job": context.job.id, "worker": context.worker_name, **report.as_dict()}))

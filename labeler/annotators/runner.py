@@ -16,7 +16,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
@@ -69,6 +69,17 @@ class Asker(Protocol):
     async def ask(self, item: ItemRef) -> Answer: ...
 
 
+def spend(ws: Workspace, run_id: int | None = None) -> float:
+    """What the project's annotators have cost so far (in one run, given its id)."""
+    query = (select(func.coalesce(func.sum(models.Vote.cost), 0.0))
+             .join(models.Annotator, models.Annotator.id == models.Vote.annotator_id)
+             .where(models.Annotator.project_id == ws.project_id))
+    if run_id is not None:
+        query = query.where(models.Vote.run_id == run_id)
+    with ws.session() as s:
+        return float(s.scalar(query))
+
+
 @dataclass
 class Budget:
     """What a run may spend (litellm's prices, US dollars): asking stops once the run's or the project's
@@ -78,8 +89,25 @@ class Budget:
     project: float | None = None
     spent_before: float = 0.0  # the project's spend before this run
     spent: float = 0.0
+    # Where other processes spend for the same run (distributed batches), the run's spend is read
+    # back from the store every `refresh_seconds`: a cap then holds across workers up to the calls
+    # in flight and those made within one refresh.
+    refresh: Callable[[], float] | None = None
+    refresh_seconds: float = 1.0
+    read_at: float = 0.0
+
+    @classmethod
+    def shared(cls, ws: Workspace, run_id: int) -> "Budget":
+        """The budget of a run that several processes spend for, as the store tells it."""
+        run_spent = spend(ws, run_id)
+        return cls(ws.config.budget.run, ws.config.budget.project, spent_before=spend(ws) - run_spent,
+                   spent=run_spent, refresh=lambda: spend(ws, run_id), read_at=time.monotonic())
 
     def reached(self) -> str | None:
+        if self.run is None and self.project is None:
+            return None
+        if self.refresh is not None and time.monotonic() - self.read_at >= self.refresh_seconds:
+            self.spent, self.read_at = self.refresh(), time.monotonic()
         if self.run is not None and self.spent >= self.run:
             return f"the run's budget of ${self.run:g} is spent"
         if self.project is not None and self.spent_before + self.spent >= self.project:
