@@ -103,7 +103,7 @@ class Vote(SQLModel, table=True):
     annotator_id: int = Field(foreign_key="annotator.id")
     # The prompt version's content hash for LLMs, the training fingerprint for models, "" otherwise.
     version: str = ""
-    run_id: int | None = Field(default=None, foreign_key="run.id")
+    run_id: int | None = Field(default=None, foreign_key="run.id", index=True)
     label: str | None = None  # None: an abstention
     abstain_reason: str | None = None
     probs: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
