@@ -89,11 +89,11 @@ def replay(records: list[tuple], gold: dict, target: float, confidence: float = 
         levels.append(policy.lambda_)
         taken = test[auto[test]]
         held.append(not len(taken) or float((label[taken] == truth[taken]).mean()) >= target)
-    # Items sent to review take the aggregate of the votes they bought.
-    rows = np.arange(len(tasks))
-    final = np.where(auto, label, paths.predicted[rows, np.maximum(used, 1) - 1])
+    def final(bought: np.ndarray) -> np.ndarray:
+        """Accepted items' labels; items sent to review take the aggregate of the votes they bought."""
+        return np.where(auto, label, paths.predicted[np.arange(len(tasks)), np.maximum(bought, 1) - 1])
+
     every_vote = paths.active.sum(axis=1)  # with stop_when_futile off, review items buy them all
-    finished = np.where(auto, label, paths.predicted[rows, np.maximum(every_vote, 1) - 1])
     in_table = [index[t] for t in tasks]
     every = ds.probas_[in_table]
     oracle = oracle_share(ds.log_odds_[in_table], every.argmax(axis=1), truth, target)
@@ -107,11 +107,11 @@ def replay(records: list[tuple], gold: dict, target: float, confidence: float = 
         "folds": folds,
         "auto_fraction": round(auto_fraction, 4),
         "auto_accuracy": round(float((label[auto] == truth[auto]).mean()), 4) if auto.any() else None,
-        "accuracy_all": round(float((final == truth).mean()), 4),
+        "accuracy_all": round(float((final(used) == truth).mean()), 4),
         "ds_accuracy": round(float((every.argmax(axis=1) == truth).mean()), 4),
         "votes_used": int(used.sum()),
         "votes_available": int(paths.active.sum()),
-        "finished_accuracy_all": round(float((finished == truth).mean()), 4),  # stop_when_futile off
+        "finished_accuracy_all": round(float((final(every_vote) == truth).mean()), 4),  # stop_when_futile off
         "finished_votes_used": int(np.where(auto, used, every_vote).sum()),
         "held_folds": round(float(np.mean(held)), 4),  # folds whose accepted items met the target
         "oracle_auto_fraction": round(oracle, 4),

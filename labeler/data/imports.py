@@ -177,20 +177,18 @@ def _check(ws, path, parse, progress) -> ImportReport:
                 ids = list({r.external_id for r in chunk})
                 known = _stored(conn, ws.project_id, chunk)
                 for ext, digest, label, split in conn.execute(select(seen).where(seen.c.external_id.in_(ids))):
-                    if digest is not None:
-                        known.digests.setdefault(ext, digest)
+                    known.digests.setdefault(ext, digest)
                     if label is not None:
                         known.gold.setdefault(ext, (label, Split(split)))
                 new_items, new_gold = _sort_out(chunk, known, report)
-                rows = {ext: {"external_id": ext, "digest": known.digests.get(ext), "label": None, "split": None}
-                        for ext in new_gold}
-                rows.update({ext: {"external_id": ext, "digest": r.digest, "label": None, "split": None}
-                             for ext, r in new_items.items()})
-                for ext, r in new_gold.items():
-                    rows[ext].update(label=r.label, split=r.split.value)
-                if rows:
-                    conn.execute(delete(seen).where(seen.c.external_id.in_(list(rows))))
-                    conn.execute(insert(seen), list(rows.values()))
+                fresh = list(new_items.keys() | new_gold.keys())
+                if fresh:  # a gold-only row's item is known: from the store, the seen table or this chunk
+                    conn.execute(delete(seen).where(seen.c.external_id.in_(fresh)))
+                    conn.execute(insert(seen), [
+                        {"external_id": ext,
+                         "digest": new_items[ext].digest if ext in new_items else known.digests[ext],
+                         "label": new_gold[ext].label if ext in new_gold else None,
+                         "split": new_gold[ext].split.value if ext in new_gold else None} for ext in fresh])
         finally:
             conn.rollback()
             seen.drop(conn, checkfirst=True)
@@ -241,9 +239,9 @@ def _parse_row(line, raw, *, gold, labels, declared, default_split) -> _Row | Ro
 
 @dataclass
 class _Known:
-    """What is held for a chunk's ids: each item's content hash (None where not needed) and gold."""
+    """What is held for a chunk's ids: each item's content hash, and its gold label and split."""
 
-    digests: dict[str, str | None]
+    digests: dict[str, str]
     gold: dict[str, tuple[str, Split]]
     ids: dict[str, int] = field(default_factory=dict)  # external id -> item id, in the store
 
