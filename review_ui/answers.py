@@ -53,7 +53,8 @@ def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, clie
     overlap = overlap or ws.config.routing.review_overlap
     with write_transaction(ws.engine) as c:
         lock_decision(c, item_id)
-        done = c.execute(select(Task.id).where(Task.user_id == user.id, Task.client_id == client_id)).first()
+        done = c.execute(select(Task.id).where(Task.user_id == user.id, Task.item_id == item_id,
+                                            Task.client_id == client_id)).first()
         if done:
             return {"status": "duplicate", "task_id": done[0]}
         task = c.execute(
@@ -67,7 +68,7 @@ def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, clie
         c.execute(update(Task).where(Task.id == task[0]).values(
             submitted_at=utcnow(), client_id=client_id, label=label, reason=reason))
         state = _settle(c, ws, item_id, overlap)
-        audit.record(c, "review.submit", user_id=user.id, item_id=item_id, label=label, reason=reason, state=state)
+        audit.record(c, "review.submit", user_id=user.id, project_id=ws.project_id, item_id=item_id, label=label, reason=reason, state=state)
         if task.qualification_id is not None:
             qualification.answered(c, ws, user, task.qualification_id)
         elif state == "gold" and qualification.check_pause(c, ws, user):
@@ -133,7 +134,7 @@ def undo(ws: Workspace, user: Member, *, overlap: int | None = None,
         c.execute(update(Task).where(Task.id == last.id).values(
             submitted_at=None, client_id=None, label=None, reason=None, leased_at=utcnow(), expires_at=expires))
         state = _settle(c, ws, last.item_id, overlap)
-        audit.record(c, "review.undo", user_id=user.id, item_id=last.item_id, label=last.label, state=state)
+        audit.record(c, "review.undo", user_id=user.id, project_id=ws.project_id, item_id=last.item_id, label=last.label, state=state)
         return lease_of(c, last.id)
 
 
@@ -185,6 +186,6 @@ def promote_to_gold(ws: Workspace, user: Member, item_id: int, label: str, split
         values = {"label": label, "confidence": 1.0, "state": State.gold, "method": "gold", "updated_at": utcnow()}
         if not c.execute(update(Decision).where(Decision.item_id == item_id).values(**values)).rowcount:
             c.execute(insert(Decision).values(item_id=item_id, details={}, **values))
-        audit.record(c, "gold.add", user_id=user.id, item_id=item_id, label=label, split=split.value,
+        audit.record(c, "gold.add", user_id=user.id, project_id=ws.project_id, item_id=item_id, label=label, split=split.value,
                      before=list(before) if before else None)
 

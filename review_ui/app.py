@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
-from labeler.errors import LabelerError
+from labeler.errors import Forbidden, LabelerError
 from labeler.store.engine import is_busy
 from labeler.store.workspace import Workspace
 from review_ui.guard import BodyGuard
@@ -69,7 +69,8 @@ def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: st
 
     @app.exception_handler(LabelerError)
     async def bad_request(request: Request, exc: LabelerError):
-        return JSONResponse({"detail": str(exc)}, status_code=409 if isinstance(exc, Conflict) else 422)
+        status = 409 if isinstance(exc, Conflict) else 403 if isinstance(exc, Forbidden) else 422
+        return JSONResponse({"detail": str(exc)}, status_code=status)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

@@ -63,7 +63,7 @@ def _aware(moment: datetime) -> datetime:
 def start(c, ws: Workspace, user: Member, reason: str) -> int:
     attempt = c.execute(insert(Attempt).values(user_id=user.id, project_id=ws.project_id, started_at=utcnow(),
                                                items=_rules(ws).items, reason=reason).returning(Attempt.id)).scalar_one()
-    audit.record(c, "qualification.start", user_id=user.id, attempt=attempt, reason=reason)
+    audit.record(c, "qualification.start", user_id=user.id, project_id=ws.project_id, attempt=attempt, reason=reason)
     return attempt
 
 
@@ -87,7 +87,7 @@ def answered(c, ws: Workspace, user: Member, attempt: int) -> None:
     right = sum(mine == gold for mine, gold in rows)
     passed = right >= _rules(ws).pass_mark * needed
     c.execute(update(Attempt).where(Attempt.id == attempt).values(finished_at=utcnow(), right=right, passed=passed))
-    audit.record(c, "qualification.finish", user_id=user.id, attempt=attempt, right=right, items=needed, passed=passed)
+    audit.record(c, "qualification.finish", user_id=user.id, project_id=ws.project_id, attempt=attempt, right=right, items=needed, passed=passed)
 
 
 def check_pause(c, ws: Workspace, user: Member) -> bool:

@@ -72,6 +72,7 @@ class NewUser(BaseModel):
 
 class NewPassword(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
+    current_password: str | None = Field(default=None, max_length=1000)  # needed to change one's own
 
 
 class CreatedUser(BaseModel):

@@ -217,3 +217,25 @@ def test_the_queue_prefers_items_whose_likely_label_the_reviewer_is_accurate_on(
     assert first.item_id in ids[20:]  # a likely-positive item, though the likely-negative ones come first by id
     newbie = user(ws, "bob")
     assert lease_next(ws, newbie, overlap=1, gold_share=0).item_id == ids[0]  # no history: items in order
+
+
+def test_client_ids_are_one_users_per_item_so_another_project_reusing_one_is_recorded(ws, tmp_path):
+    """A submission in A with a client id the same reviewer had used in B was answered "duplicate" and dropped."""
+    from labeler.store.workspace import open_workspace
+    from tests.conftest import write_project
+
+    needing_review(ws, tmp_path, 1)
+    b = open_workspace(write_project(tmp_path / "b", name="project-b"), url=ws.engine.url.render_as_string(hide_password=False))
+    needing_review(b, tmp_path / "b", 2)
+    sam = user(ws, "sam")
+    add_user(b, "sam", Role.reviewer)
+    sam_b = authenticate(b, "sam", "long-password")
+    in_b = lease_next(b, sam_b, overlap=1)
+    assert submit(b, sam_b, in_b.item_id, label="positive", client_id="same-id", overlap=1)["status"] == "recorded"
+    in_a = lease_next(ws, sam, overlap=1)
+    assert submit(ws, sam, in_a.item_id, label="negative", client_id="same-id", overlap=1)["status"] == "recorded"
+    assert decision(ws, in_a.item_id).label == "negative"
+    assert submit(ws, sam, in_a.item_id, label="negative", client_id="same-id", overlap=1)["status"] == "duplicate"
+    again = lease_next(b, sam_b, overlap=1)  # the same client id on another item of B: its own submission
+    assert submit(b, sam_b, again.item_id, label="positive", client_id="same-id", overlap=1)["status"] == "recorded"
+    b.engine.dispose()

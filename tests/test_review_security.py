@@ -30,6 +30,7 @@ ALLOWED = {
     ("POST", "/api/items/{item_id}/gold"): {E, A},
     ("GET", "/api/users"): {A},
     ("POST", "/api/users"): {A},
+    ("DELETE", "/api/users/{name}"): {A},
     ("POST", "/api/users/{name}/{action}"): {A},
     ("POST", "/api/users/{name}/password"): {A},
     ("GET", "/api/metrics"): {M, A},

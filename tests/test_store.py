@@ -90,3 +90,33 @@ def test_users_of_a_store_before_memberships_keep_their_role_in_every_project(st
         assert [(name, role) for name, role in rows] == [("a", "expert"), ("b", "expert")]
         assert c.execute(text('SELECT disabled, session_generation FROM "user"')).one() in ((0, 0), (False, 0))
     engine.dispose()
+
+
+def test_audit_events_and_client_ids_of_a_store_before_0009_keep_their_project(store_url):
+    from alembic import command
+    from alembic.config import Config
+
+    from labeler.store.engine import MIGRATIONS, make_engine
+
+    engine = make_engine(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0008")
+        connection.execute(text("INSERT INTO project (id, name, labels, config, created_at) VALUES "
+                                "(1, 'a', '[]', '{}', CURRENT_TIMESTAMP), (2, 'b', '[]', '{}', CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO \"user\" (id, name, created_at) VALUES (1, 'eve', CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO item (id, project_id, external_id, fields, content_hash, created_at) VALUES "
+                                "(1, 2, 'x', '{}', 'h1', CURRENT_TIMESTAMP), (2, 2, 'y', '{}', 'h2', CURRENT_TIMESTAMP)"))
+        connection.execute(text("INSERT INTO reviewtask (item_id, user_id, leased_at, expires_at, client_id) VALUES "
+                                "(1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'c1')"))
+        connection.execute(text("INSERT INTO auditevent (at, user_id, action, item_id, details) VALUES "
+                                "(CURRENT_TIMESTAMP, 1, 'review.submit', 1, '{}'), (CURRENT_TIMESTAMP, 1, 'user.add', NULL, '{}')"))
+    upgrade(engine)
+    with engine.begin() as c:
+        assert c.execute(text("SELECT action, project_id FROM auditevent ORDER BY id")).all() == [
+            ("review.submit", 2), ("user.add", None)]
+        c.execute(text("INSERT INTO reviewtask (item_id, user_id, leased_at, expires_at, client_id, blind) VALUES "
+                       "(2, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'c1', false)"))  # another item: its own id
+    engine.dispose()

@@ -1,4 +1,4 @@
-"""People and the review app: user add|disable|enable|passwd|revoke-token|new-token|logout, serve."""
+"""People and the review app: user add|remove|disable|enable|passwd|revoke-token|new-token|logout, serve."""
 
 from __future__ import annotations
 
@@ -60,6 +60,15 @@ def _user_action(action: str):
 
 for _action in USER_ACTIONS:
     command(user_app, _action)(_user_action(_action))
+
+
+@command(user_app, "remove")
+def user_remove(name: Annotated[str, typer.Argument(help="The user's name.")], project: ProjectOpt = None) -> None:
+    """Take a user's role in this project away (their login and their other projects stay)."""
+    from labeler.store.users import remove_member
+
+    remove_member(open_workspace(project), name)
+    err.print(f"{name}: no longer has a role in this project")
 
 
 @command(user_app, "passwd")

@@ -156,7 +156,9 @@ class Membership(SQLModel, table=True):
 class ReviewTask(SQLModel, table=True):
     """A reviewer's lease on an item; submitted leases carry the reviewer's answer."""
 
-    __table_args__ = (UniqueConstraint("user_id", "client_id"),
+    # A client id names one submission of one user on one item: a retry counts once, and ids made for
+    # other items (or other projects sharing the store) never collide with it.
+    __table_args__ = (UniqueConstraint("user_id", "item_id", "client_id", name="uq_reviewtask_client"),
                       Index("ix_reviewtask_open", "submitted_at", "expires_at"))  # finds expired leases
 
     id: int | None = Field(default=None, primary_key=True)
@@ -212,5 +214,6 @@ class AuditEvent(SQLModel, table=True):
     at: datetime = Field(default_factory=utcnow, index=True)
     user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
     action: str  # review.submit, review.undo, gold.add, user.add, ...
+    project_id: int | None = Field(default=None, foreign_key="project.id", index=True)  # None: written before 0009
     item_id: int | None = Field(default=None, foreign_key="item.id", index=True)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

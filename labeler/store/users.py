@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from labeler.errors import LabelerError
+from labeler.errors import Forbidden, LabelerError
 from labeler.store import audit, models
 from labeler.store.workspace import Workspace
 
@@ -80,7 +80,7 @@ def add_user(ws: Workspace, name: str, role: models.Role, password: str | None =
             s.add(user)
             s.flush()
         s.add(models.Membership(user_id=user.id, project_id=ws.project_id, role=role))
-        audit.record(s, "user.add", user_id=by, name=name, role=role.value, new_user=user.id, project=ws.config.name)
+        audit.record(s, "user.add", user_id=by, project_id=ws.project_id, name=name, role=role.value, new_user=user.id, project=ws.config.name)
     return token
 
 
@@ -117,17 +117,41 @@ def member(ws: Workspace, user_id: int, generation: int | None) -> Member | None
     return found if found is not None and found.generation == generation else None
 
 
-def change_user(ws: Workspace, name: str, action: str, *, password: str | None = None, by: int | None = None) -> str | None:
-    """disable, enable, passwd (a new password), revoke-token, logout (end every session). Every one of them
-    ends the user's sessions on every server; each is written to the audit log. Returns a new token when
-    `action` is "new-token"."""
+CREDENTIAL_ACTIONS = ("disable", "enable", "passwd", "revoke-token", "new-token", "logout")
+
+
+def may_change_credentials(session, by: int | None, user: models.User) -> bool:
+    """A user's credentials hold in every project they belong to, so only the user, an admin of every one of
+    those projects, or the command line on the store (`by` None) may change them."""
+    if by is None or by == user.id:
+        return True
+    theirs = set(session.scalars(select(models.Membership.project_id).where(models.Membership.user_id == user.id)))
+    admin_of = set(session.scalars(select(models.Membership.project_id).where(
+        models.Membership.user_id == by, models.Membership.role == models.Role.admin)))
+    return theirs <= admin_of
+
+
+def change_user(ws: Workspace, name: str, action: str, *, password: str | None = None, by: int | None = None,
+                current_password: str | None = None) -> str | None:
+    """disable, enable, passwd (a new password), revoke-token, new-token, logout (end every session). Every one
+    of them ends the user's sessions on every server; each is written to the audit log. Returns a new token
+    when `action` is "new-token". `by` (None: the command line) must be allowed by `may_change_credentials`;
+    users changing their own password give their current one."""
+    if action not in CREDENTIAL_ACTIONS:
+        raise LabelerError(f"unknown user action {action!r}")
     if action == "passwd" and (password is None or len(password) < MIN_PASSWORD):
         raise LabelerError(f"passwords need at least {MIN_PASSWORD} characters")
     token = secrets.token_urlsafe(32) if action == "new-token" else None
     with ws.session() as s:
         user = s.scalars(select(models.User).where(models.User.name == name)).first()
         if user is None or s.get(models.Membership, (user.id, ws.project_id)) is None:
-            raise LabelerError(f"no user {name!r} in this project")  # another project's admins manage them there
+            raise LabelerError(f"no user {name!r} in this project")
+        if not may_change_credentials(s, by, user):
+            raise Forbidden(f"{name!r} also works in projects you are not an admin of: only they, an admin "
+                                  "of every one of their projects or `labeler user` on the store may change this; "
+                                  "`DELETE /api/users/NAME` takes their role here away")
+        if action == "passwd" and by == user.id and not verify_password(current_password or "", user.password_hash):
+            raise Forbidden("give your current password to set a new one")
         if action == "disable":
             user.disabled = True
         elif action == "enable":
@@ -138,8 +162,20 @@ def change_user(ws: Workspace, name: str, action: str, *, password: str | None =
             user.token_hash = None
         elif action == "new-token":
             user.token_hash = token_digest(token)
-        elif action != "logout":
-            raise LabelerError(f"unknown user action {action!r}")
         user.session_generation += 1
-        audit.record(s, f"user.{action}", user_id=by, name=name, changed_user=user.id)
+        audit.record(s, f"user.{action}", user_id=by, project_id=ws.project_id, name=name, changed_user=user.id)
     return token
+
+
+def remove_member(ws: Workspace, name: str, *, by: int | None = None) -> None:
+    """Take a user's role in this project away (their login and their other projects' roles stay)."""
+    with ws.session() as s:
+        user = s.scalars(select(models.User).where(models.User.name == name)).first()
+        membership = s.get(models.Membership, (user.id, ws.project_id)) if user is not None else None
+        if membership is None:
+            raise LabelerError(f"no user {name!r} in this project")
+        if by == user.id:
+            raise LabelerError("you cannot take your own role away: another admin, or `labeler user remove`, can")
+        s.delete(membership)
+        audit.record(s, "user.remove", user_id=by, project_id=ws.project_id, name=name, role=membership.role.value,
+                     changed_user=user.id)

@@ -1,17 +1,19 @@
-"""Users, for admins: list this project's, add one (with a password, or a token shown once), and
-disable, enable, set a password, revoke a token or end every session of one. Each is audited."""
+"""Users. Admins list this project's, give a user a role here (a new user with a password, or a token shown
+once) or take it away. Credentials (disable, enable, password, token, every session) hold in every project
+of a user's, so they are changed by the user themselves or by an admin of every one of those projects
+(`labeler.store.users.may_change_credentials`). Each change is audited."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 from sqlalchemy import select
 
 from labeler.store import models
-from labeler.store.users import Member, add_user, change_user
+from labeler.store.users import Member, add_user, change_user, remove_member
 from labeler.store.workspace import Workspace
-from review_ui.auth import ADMINS, allow, workspace
+from review_ui.auth import ADMINS, allow, current_user, workspace
 from review_ui.schemas import CreatedUser, NewPassword, NewUser
 
 router = APIRouter(prefix="/api/users", tags=["users"])
@@ -35,13 +37,26 @@ def create(body: NewUser, ws: Workspace = Depends(workspace), user: Member = Dep
     return CreatedUser(name=body.name, role=body.role, token=token)
 
 
+@router.delete("/{name}", status_code=204)
+def remove(name: str, ws: Workspace = Depends(workspace), user: Member = Depends(admin)) -> None:
+    """Take the user's role in this project away; their login and other projects stay."""
+    remove_member(ws, name, by=user.id)
+
+
+def _admin_or_self(name: str, user: Member = Depends(current_user)) -> Member:
+    if user.role not in ADMINS and name != user.name:
+        raise HTTPException(403, f"the {user.role.value} role may change only its own credentials")
+    return user
+
+
 @router.post("/{name}/password", status_code=204)
-def password(name: str, body: NewPassword, ws: Workspace = Depends(workspace), user: Member = Depends(admin)) -> None:
-    change_user(ws, name, "passwd", password=body.password, by=user.id)
+def password(name: str, body: NewPassword, ws: Workspace = Depends(workspace),
+             user: Member = Depends(_admin_or_self)) -> None:
+    change_user(ws, name, "passwd", password=body.password, by=user.id, current_password=body.current_password)
 
 
 @router.post("/{name}/{action}", status_code=204)
 def change(name: str, action: Literal["disable", "enable", "revoke-token", "logout"], ws: Workspace = Depends(workspace),
-           user: Member = Depends(admin)) -> None:
+           user: Member = Depends(_admin_or_self)) -> None:
     """Disable or enable a user, revoke their API token, or end every session of theirs."""
     change_user(ws, name, action, by=user.id)
