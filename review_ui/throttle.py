@@ -1,7 +1,10 @@
-"""Failed logins, counted per account and per client address in a moving window.
+"""Failed logins, counted in a moving window per account and address, per account, and per address.
 
-Past either limit, logins are refused without checking the password (so the right one, found
-by guessing, does not get in either) until the window has room again. Counts live in Redis
+Past any limit, logins are refused without checking the password (so the right one, found
+by guessing, does not get in either) until the window has room again. A stranger's few guesses
+at a name lock out that name only from the stranger's address (the pair limit); the account's
+own limit is higher, so its owner still gets in from elsewhere unless guesses come from many
+addresses at once. Counts live in Redis
 when LABELER_REDIS_URL is set, so every server process of a deployment counts together;
 otherwise in this process. The `limits` library does the counting.
 """
@@ -17,7 +20,8 @@ from limits.strategies import MovingWindowRateLimiter
 
 from labeler.annotators.ratelimit import REDIS_ENV
 
-PER_ACCOUNT = parse("5/15 minutes")  # failed logins for one name, from anywhere
+PER_ACCOUNT_AND_CLIENT = parse("5/15 minutes")  # failed logins for one name from one address
+PER_ACCOUNT = parse("50/15 minutes")  # failed logins for one name, from anywhere: many addresses at once
 PER_CLIENT = parse("30/15 minutes")  # failed logins from one address, for any names
 
 
@@ -27,7 +31,8 @@ class LoginThrottle:
         self.limiter = MovingWindowRateLimiter(storage_from_string(url) if url else MemoryStorage())
 
     def _keys(self, name: str, client: str):
-        return ((PER_ACCOUNT, "login-account", name.lower()), (PER_CLIENT, "login-client", client))
+        return ((PER_ACCOUNT_AND_CLIENT, "login-pair", name.lower(), client), (PER_ACCOUNT, "login-account", name.lower()),
+                (PER_CLIENT, "login-client", client))
 
     def wait(self, name: str, client: str) -> int:
         """Seconds until a login may be tried for this name from this address (0: now)."""

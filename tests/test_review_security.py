@@ -239,3 +239,34 @@ def test_sessions_and_tokens_can_be_ended_and_users_disabled(ws):
     login(again, "ann", "a-new-password")
     events = [e["action"] for e in admin.get("/api/audit").json()]
     assert {"user.revoke-token", "user.disable", "user.enable", "user.passwd", "user.logout"} <= set(events)
+
+
+def test_a_strangers_guesses_lock_a_name_only_from_the_strangers_address(ws):
+    make_users(ws, ann=Role.reviewer)
+    app = create_app(ws, secure_cookies=False, session_secret="s")
+
+    def attempt(address, name, password):
+        web = TestClient(app, follow_redirects=False, client=(address, 5000))
+        return web.post("/login", data={"name": name, "password": password, "csrf_token": csrf_of(web.get("/login").text)})
+
+    for _ in range(5):
+        assert attempt("203.0.113.7", "ann", "wrong-guess-123").status_code == 401
+    assert attempt("203.0.113.7", "ann", PASSWORD).status_code == 429  # the stranger: refused, even when right
+    assert attempt("198.51.100.2", "ann", PASSWORD).status_code == 303  # ann, from her own address: in
+    for k in range(50 - 5):  # guesses from many addresses reach the name's own cap
+        assert attempt(f"192.0.2.{k // 5}", "ann", "wrong-guess-456").status_code == 401
+    assert attempt("198.51.100.3", "ann", PASSWORD).status_code == 429
+
+
+def test_forwarded_addresses_are_believed_only_from_named_proxies(ws):
+    """Any client over loopback picked its own address with X-Forwarded-For: 60 of 60 guesses checked."""
+    store = _store_url(ws)
+
+    def guesses(args=()):
+        with serve(ws.project.root, store, args=args) as base, httpx.Client(base_url=base) as web:
+            csrf = csrf_of(web.get("/login").text)
+            return [web.post("/login", data={"name": f"name-{k}", "password": "guess-guess", "csrf_token": csrf},
+                             headers={"X-Forwarded-For": f"198.51.100.{k}"}).status_code for k in range(31)]
+
+    assert guesses()[-1] == 429  # every guess counted against the connection's own address: 30, then refused
+    assert set(guesses(("--forwarded-allow-ips", "127.0.0.1"))) == {401}  # behind a named proxy: its clients' addresses

@@ -102,6 +102,9 @@ def serve(
     insecure_cookies: Annotated[bool, typer.Option(
         "--insecure-cookies", help="Send the session cookie over plain HTTP on a non-loopback address (no TLS proxy).")] = False,
     max_body_kb: Annotated[int, typer.Option(min=1, help="Refuse request bodies larger than this (KiB).")] = 1024,
+    forwarded_allow_ips: Annotated[str | None, typer.Option(
+        help="Addresses of the reverse proxies whose X-Forwarded-For/-Proto to believe (comma-separated); "
+             "off by default: every client is its connection's address.")] = None,
     project: ProjectOpt = None,
 ) -> None:
     """Open the review UI and its API (log in as a user made by `labeler user add`)."""
@@ -114,7 +117,9 @@ def serve(
     # The session cookie travels over HTTPS only, except on loopback (plain HTTP to this machine) or when told.
     secure = not (loopback or insecure_cookies)
     err.print(f"Review UI for {ws.config.name} on http://{host}:{port}/ (Ctrl-C stops it)")
+    # Forwarded headers say who the client is, so a client who may set them picks the address the login
+    # throttle counts: believed only from the proxies named.
     uvicorn.run(create_app(ws, secure_cookies=secure, max_body=max_body_kb * 1024), host=host, port=port, log_level="warning",
-                proxy_headers=True, server_header=False)
+                proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips, server_header=False)
 
 
