@@ -227,14 +227,19 @@ def parse_project_file(path: Path) -> ProjectConfig:
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise LabelerError(f"{path}: line {line}: not UTF-8 text ({exc.reason})") from None
+    loader = _UniqueKeyLoader(text)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-        lines = _line_index(yaml.compose(text))
+        node = loader.get_single_node()
+        _refuse_alias_bombs(node)
+        data = loader.construct_document(node) if node is not None else None
+        lines = _line_index(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise LabelerError(f"{path}: {where}not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise LabelerError(f"{path}: expected a mapping of settings at the top level")
     try:
@@ -247,6 +252,28 @@ def parse_project_file(path: Path) -> ProjectConfig:
             line = _nearest_line(lines, loc)
             problems.append(f"  {where}{f' (line {line})' if line else ''}: {error['msg']}")
         raise LabelerError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(problems)) from None
+
+
+MAX_YAML_VALUES = 100_000  # a project file has a few hundred; aliases nested in aliases can make billions
+
+
+def _refuse_alias_bombs(root) -> None:
+    """Count the values the document holds once its aliases are expanded (each node counted once, with the
+    sizes of the nodes it refers to), and refuse it past MAX_YAML_VALUES before anything walks it."""
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+                node.value if isinstance(node, yaml.SequenceNode) else []
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise yaml.MarkedYAMLError(problem=f"its aliases expand to more than {MAX_YAML_VALUES:,} values "
+                                           "(an alias bomb?)", problem_mark=node.start_mark)
+        return sizes[id(node)]
+
+    if root is not None:
+        size(root)
 
 
 def _clean_loc(loc: tuple) -> tuple:

@@ -88,3 +88,37 @@ def test_jsonl_nan_and_ids_that_are_not_strings_are_refused_with_their_line(ws, 
     assert "NaN is not a JSON value" in errors[2]
     assert "must be a string or a number, not list" in errors[3] and "not bool" in errors[4]
     assert set(errors) == {2, 3, 4}
+
+
+def test_jsonl_values_no_store_can_keep_are_one_line_errors_and_nothing_is_imported(ws, tmp_path):
+    """1e400 was stored as Infinity; deep nesting and a lone surrogate ended in tracebacks."""
+    rows = ['{"id": "a", "text": "fine", "pair": "\\ud83d\\ude00"}', '{"id": "b", "text": "x", "score": 1e400}',
+            '{"id": "c", "text": ' + "[" * 100_000 + "]" * 100_000 + "}", '{"id": "d", "text": "half \\ud800 of one"}',
+            '{"id": "e", "text": "-1e-400 is a tiny number, fine", "score": -1e-400}']
+    path = tmp_path / "i.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = import_items(ws, path)
+    assert not report.committed and items(ws) == 0
+    errors = {e.line: e.message for e in report.errors}
+    assert set(errors) == {2, 3, 4}
+    assert "too large for a JSON number" in errors[2] and "nested too deeply" in errors[3]
+    assert "surrogate" in errors[4]
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    from labeler.config import parse_project_file
+
+    bomb = ["name: x", "labels: {a: one, b: two}", 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    bomb += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, 9)]
+    path = tmp_path / "labeler.yaml"
+    path.write_text("\n".join(bomb) + "\n", encoding="utf-8")
+    assert len(path.read_bytes()) < 700
+    started = time.monotonic()
+    with pytest.raises(LabelerError, match=r"line \d+: not valid YAML: its aliases expand to more than 100,000"):
+        parse_project_file(path)
+    assert time.monotonic() - started < 2
+    path.write_text("name: x\nlabels: &l {a: one, b: two}\nfields: [text]\nx-copy: *l\n", encoding="utf-8")
+    with pytest.raises(LabelerError, match="x-copy"):  # aliases themselves still work (the key is unknown)
+        parse_project_file(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -83,13 +85,37 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a JSON value (it cannot be stored as JSON)")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Infinity in disguise
+        raise ValueError(f"{text} is too large for a JSON number (it would be stored as Infinity)")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a pair, or a lone one
+
+
+def _parse_json_line(text: str):
+    """One JSONL value; a ValueError for what JSON allows but a store cannot keep or Python cannot parse."""
+    try:
+        row = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply to read") from None
+    if _SURROGATE_ESCAPE.search(text):  # pairs make one character; a lone half is no text at all
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a \\u escape names half of a surrogate pair: not a character") from None
+    return row
+
+
 def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open("rb") as raw:
         for line_no, text in enumerate(_decoded_lines(path, raw, progress), start=1):
             if not text.strip():
                 continue
             try:
-                row = json.loads(text, parse_constant=_no_constant)
+                row = _parse_json_line(text)
             except json.JSONDecodeError as exc:
                 yield line_no, {"__error__": f"not valid JSON: {exc.msg}"}
                 continue
