@@ -118,13 +118,15 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     if on_start:
         on_start((len(calibration) + len(todo)) * len(askers))
     budget = Budget(ws.config.budget.run, ws.config.budget.project, spent_before=spend(ws))
+    breakers: dict = {}  # failures in a row per annotator, over every stage of the run
 
     def ask(asker_list, item_ids):
         if not asker_list:
             return []
         if asking is not None:
             return asking(asker_list, item_ids, run_id)
-        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer, budget=budget))
+        return asyncio.run(run_askers(ws, asker_list, item_ids, run_id=run_id, on_answer=on_answer, budget=budget,
+                                      breakers=breakers))
 
     reports = {r.name: r for r in ask(askers, calibration)}
     policy = fit_policy(ws, stages, gold=gold)

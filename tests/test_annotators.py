@@ -368,3 +368,29 @@ def test_a_budget_stops_new_questions_and_dry_run_counts_before_spending(tmp_pat
     assert status["spend"] == pytest.approx(spent) and status["budget"]["run"] == 0.5
     human = labeler("run", "-p", root)  # a new run: a new budget
     assert "asking stopped" in human.stdout
+
+
+@pytest.mark.once
+def test_the_breaker_holds_across_the_stages_of_a_run(tmp_path, server):
+    """It re-armed at each stage: 67 failed calls to a hung model before it was stopped, not 20."""
+    from labeler.annotators import runner
+
+    ws = project(tmp_path, server, llm("hang", "hang", timeout=0.2, max_retries=0, max_concurrency=2), n_items=80)
+    import_gold(ws, write_file(tmp_path / "gold.csv", "id,label\n" + "".join(f"i{n},{LABELS[n % 3]}\n" for n in range(40))))
+    before = server.by_model.get("hang", 0)
+    report, _ = run(ws)
+    [hang] = report["annotators"]
+    assert hang["stopped"].startswith(f"stopped after {runner.STOP_AFTER_FAILURES} failures in a row")
+    assert server.by_model["hang"] - before <= runner.STOP_AFTER_FAILURES + 2  # calls in flight when it tripped
+
+
+def test_a_refused_connection_is_reported_as_one(tmp_path, server):
+    from tests.review_client import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    ws = project(tmp_path, server, llm("away", "ok", max_retries=0).replace("{base}", closed), n_items=3)
+    report, _ = run(ws)
+    [away] = report["annotators"]
+    assert list(away["errors"]) == ["ConnectionRefusedError (no answer from the server)"]
+    assert "could not reach the server" in away["error_examples"][list(away["errors"])[0]]
+    assert "InternalServerError" not in str(away)

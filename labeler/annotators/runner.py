@@ -9,6 +9,7 @@ can be rerun and pays only for what is missing.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -180,15 +181,18 @@ async def run_askers(
     run_id: int | None = None,
     on_answer: Callable[[str, Answer | None, str | None], None] | None = None,
     budget: Budget | None = None,
+    breakers: dict[str, Breaker] | None = None,
 ) -> list[AnnotatorReport]:
-    """Ask every asker about the items it has no vote on; all askers run side by side.
+    """Ask every asker about the items it has no vote on; all askers run side by side. `breakers` carries
+    each annotator's failures in a row from one call to the next (the stages of one run).
 
     Answers go to the store through a short queue: while the store is busy every asker waits
     (no call is made whose answer could not be kept), and when it refuses for good the askers
     are stopped at once; only the answers in flight and in the queue are lost."""
     queue: asyncio.Queue = asyncio.Queue(maxsize=max(MIN_WRITE_BACKLOG, sum(a.max_concurrency for a in askers)))
     writer = asyncio.create_task(_write_votes(ws, queue, run_id))
-    asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer, budget) for a in askers)))
+    asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer, budget, breakers)
+                                                    for a in askers)))
     try:
         await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
         if writer.done():  # the writer ends early only when the store refused for good
@@ -205,14 +209,26 @@ async def run_askers(
     return list(reports)
 
 
-async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget | None = None) -> AnnotatorReport:
-    report = AnnotatorReport(asker.name, asker.version, notes=getattr(asker, "choice", None))
+@dataclass
+class Breaker:
+    """One annotator's failures in a row over a whole run, whichever stage asked: a model that hangs in
+    the calibration stage is not asked 20 more times in its own."""
+
+    permanent_streak: int = 0
+    failure_streak: int = 0
+    any_success: bool = False
+    tripped: str | None = None
+
+
+async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget | None = None,
+                   breakers: dict[str, Breaker] | None = None) -> AnnotatorReport:
+    breaker = (breakers if breakers is not None else {}).setdefault(asker.name, Breaker())
+    report = AnnotatorReport(asker.name, asker.version, notes=getattr(asker, "choice", None), stopped=breaker.tripped)
     items = pending_items(ws, asker, item_ids)
     report.asked = len(items)
-    if hasattr(asker, "prefetch"):
+    if hasattr(asker, "prefetch") and not breaker.tripped:
         asker.prefetch(items)
     limit = asyncio.Semaphore(asker.max_concurrency)
-    state = {"permanent_streak": 0, "failure_streak": 0, "any_success": False}
 
     async def one(item: ItemRef) -> None:
         async with limit:
@@ -231,18 +247,19 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget 
                 report.failed += 1
                 report.errors[kind] += 1
                 report.examples.setdefault(kind, message)
-                state["failure_streak"] += 1
+                breaker.failure_streak += 1
                 if isinstance(exc, PermanentError):
-                    state["permanent_streak"] += 1
-                    if state["permanent_streak"] >= STOP_AFTER_PERMANENT and not state["any_success"]:
-                        report.stopped = report.stopped or f"stopped after {STOP_AFTER_PERMANENT} permanent errors: {message}"
-                if state["failure_streak"] >= STOP_AFTER_FAILURES:
-                    report.stopped = report.stopped or f"stopped after {STOP_AFTER_FAILURES} failures in a row: {message}"
+                    breaker.permanent_streak += 1
+                    if breaker.permanent_streak >= STOP_AFTER_PERMANENT and not breaker.any_success:
+                        breaker.tripped = breaker.tripped or f"stopped after {STOP_AFTER_PERMANENT} permanent errors: {message}"
+                if breaker.failure_streak >= STOP_AFTER_FAILURES:
+                    breaker.tripped = breaker.tripped or f"stopped after {STOP_AFTER_FAILURES} failures in a row: {message}"
+                report.stopped = report.stopped or breaker.tripped
                 if on_answer:
                     on_answer(asker.name, None, message)
                 return
-            state["permanent_streak"] = state["failure_streak"] = 0
-            state["any_success"] = True
+            breaker.permanent_streak = breaker.failure_streak = 0
+            breaker.any_success = True
             if answer.latency_ms is None:
                 answer.latency_ms = (time.perf_counter() - started) * 1000
             report.voted += 1
@@ -258,14 +275,30 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget 
     return report
 
 
+def _connection_failure(exc: BaseException) -> OSError | None:
+    """The refused, reset or unresolvable connection behind an error, if that is what it was: litellm
+    reports one as an InternalServerError (500), as if the server had answered."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (ConnectionError, socket.gaierror)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def error_kind(exc: BaseException) -> str:
     """What kind of failure, without the details that differ call by call (timings, ids)."""
+    if (failure := _connection_failure(exc)) is not None:
+        return f"{type(failure).__name__} (no answer from the server)"
     cause = exc.__cause__ if isinstance(exc, PermanentError) and exc.__cause__ else exc
     status = getattr(cause, "status_code", None)
     return f"{type(cause).__name__}" + (f" ({status})" if status else "")
 
 
 def _describe(exc: Exception) -> str:
+    if (failure := _connection_failure(exc)) is not None:
+        return f"could not reach the server: {type(failure).__name__}: {str(failure)[:200]}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
