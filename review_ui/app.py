@@ -64,8 +64,11 @@ def create_app(ws: Workspace, *, secure_cookies: bool = True, session_secret: st
         if not is_busy(exc):
             raise exc
         # A long import holding SQLite's lock, a restarting server: come back in a moment, nothing was lost.
-        return JSONResponse({"detail": "the store is busy; try again in a moment"}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER)})
+        headers = {"Retry-After": str(RETRY_AFTER)}
+        if not request.url.path.startswith("/api/"):  # people get a page, programs JSON
+            return pages.templates.TemplateResponse(request, "busy.html", {
+                "project": ws.config.name, "retry_after": RETRY_AFTER}, status_code=503, headers=headers)
+        return JSONResponse({"detail": "the store is busy; try again in a moment"}, status_code=503, headers=headers)
 
     @app.exception_handler(LabelerError)
     async def bad_request(request: Request, exc: LabelerError):

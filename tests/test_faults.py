@@ -115,3 +115,16 @@ def test_a_store_that_fails_mid_run_stops_the_spending_at_once(tmp_path, store_u
             run_project(ws, build_askers(ws)[0], on_answer=on_answer)
         # Calls made after the failure: at most those in flight (16) and the answers waiting to be written (32).
         assert server.by_model["ok"] - at_failure[0] <= 16 + 32
+
+
+def test_export_reads_a_store_on_a_full_disk(tmp_path, tiny_disk):
+    """It needed a writable store: on a full disk it failed with 'disk I/O error'."""
+    root = write_project(tiny_disk / "proj")
+    sqlite = {"LABELER_DATABASE_URL": f"sqlite:///{tiny_disk / 'store.db'}"}
+    labeler("import", "items", write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{k},text {k}\n" for k in range(300))),
+            "-p", root, env=sqlite)
+    subprocess.run(f"dd if=/dev/zero of={tiny_disk / 'fill'} bs=1k count=100000", shell=True, capture_output=True)
+    assert labeler("status", "-p", root, env=sqlite, check=False).returncode == 1  # the store cannot be opened to write
+    out = tmp_path / "labels.jsonl"
+    labeler("export", "-o", out, "-p", root, env=sqlite)
+    assert len(out.read_text().splitlines()) == 300

@@ -237,5 +237,7 @@ def test_a_busy_store_is_503_with_retry_after_not_500(project_dir, tmp_path, mon
     body = {"item_id": item["item_id"], "label": "negative", "client_id": "k1"}
     busy = web.post("/api/queue/submit", json=body, headers={"X-CSRF-Token": csrf})
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+    page = web.post("/logout", data={"csrf_token": csrf})  # a page route: a page, not JSON
+    assert page.status_code == 503 and "text/html" in page.headers["content-type"] and "store is busy" in page.text
     holder.rollback()
     assert web.post("/api/queue/submit", json=body, headers={"X-CSRF-Token": csrf}).json()["status"] == "recorded"

@@ -225,7 +225,7 @@ def export(
     """Write one row per item: id, label, confidence, state and provenance (votes, versions)."""
     if fmt not in exporting.FORMATS:
         raise LabelerError(f"unknown format {fmt!r}; use jsonl or csv")
-    ws = open_workspace(project)
+    ws = open_workspace(project, read_only=True)
     if output is None:
         exporting.write_export(ws, sys.stdout, fmt)
         return

@@ -99,6 +99,31 @@ def open_store(url: str) -> Engine:
     return engine
 
 
+def open_store_for_reading(url: str) -> Engine:
+    """The store for commands that only read (export). A SQLite store on a full disk cannot be opened the
+    usual way (WAL needs room for its shared-memory index): when nothing waits in its write-ahead log, the
+    main file holds everything, and it is read as it stands (immutable: no index, no locks, no write)."""
+    try:
+        return open_store(url)
+    except LabelerError:
+        parsed = make_url(normalise_url(url))
+        path = Path(parsed.database or "") if parsed.get_backend_name() == "sqlite" else None
+        wal = path.with_name(path.name + "-wal") if path else None
+        if path is None or not path.is_file() or (wal.exists() and wal.stat().st_size > 0):
+            raise
+    engine = make_engine(f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true")
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() != ScriptDirectory.from_config(config).get_current_head():
+            raise LabelerError(f"cannot open the store at {redacted(url)}: it needs an upgrade, and it cannot be written")
+    return engine
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""

@@ -11,7 +11,7 @@ from sqlmodel import select
 from labeler.config import Project, load_project
 from labeler.errors import LabelerError
 from labeler.store import models
-from labeler.store.engine import database_url, open_store, session_scope
+from labeler.store.engine import database_url, open_store, open_store_for_reading, session_scope
 
 
 @dataclass
@@ -33,11 +33,19 @@ class Workspace:
             return {a.name: a.id for a in rows}
 
 
-def open_workspace(project_dir: Path | None = None, url: str | None = None) -> Workspace:
-    """Load the project file, open (and migrate) its store, and sync the file into it."""
+def open_workspace(project_dir: Path | None = None, url: str | None = None, *, read_only: bool = False) -> Workspace:
+    """Load the project file, open (and migrate) its store, and sync the file into it. `read_only`: for
+    commands that only read, which then work on a store that cannot be written (a full disk)."""
     project = load_project(project_dir)
-    engine = open_store(url or database_url(project.root))
-    return Workspace(project=project, engine=engine, project_id=sync_project(engine, project))
+    if not read_only:
+        engine = open_store(url or database_url(project.root))
+        return Workspace(project=project, engine=engine, project_id=sync_project(engine, project))
+    engine = open_store_for_reading(url or database_url(project.root))
+    with session_scope(engine) as s:
+        project_id = s.exec(select(models.Project.id).where(models.Project.name == project.config.name)).first()
+    if project_id is None:
+        raise LabelerError(f"the store has no project {project.config.name!r} yet: nothing to read")
+    return Workspace(project=project, engine=engine, project_id=project_id)
 
 
 def sync_project(engine: Engine, project: Project) -> int:
