@@ -108,6 +108,9 @@ class RoutingConfig(_Strict):
     # sees, and the aggregate of an item nobody reviews, is that of every annotator.
     stop_when_futile: bool = True
     review_overlap: int = Field(default=1, ge=1, le=10)  # reviewers per item
+    # random: open items are offered in random order, as hidden gold is, so order tells no gold apart;
+    # import: in the order they were imported (threads, time series), where order may give gold away.
+    review_order: Literal["random", "import"] = "random"
     review_lease_minutes: float = Field(default=10.0, gt=0)  # a leased item returns to the queue after this
     review_gold_share: float = Field(default=0.1, ge=0.0, le=0.5)  # hidden gold among a reviewer's items
     review_blind_share: float = Field(default=0.2, ge=0.0, le=1.0)  # items shown with no machine view

@@ -30,11 +30,14 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
             done = s.scalar(select(func.count()).select_from(models.ReviewTask).where(
                 models.ReviewTask.qualification_id == lease.qualification, models.ReviewTask.submitted_at.is_not(None)))
             progress = {"answered": done, "of": s.get(models.Qualification, lease.qualification).items}
+    machine = (decision.details or {}).get("machine", {}) if decision is not None else {}
+    if "asked" in machine:  # the votes the run's cascade bought for it, the same rule for gold and new items
+        shown = {tuple(pair) for pair in machine["asked"]}
+        rows = [row for row in rows if (row.name, row.version) in shown]
     newest = {name: (label, probs, version) for name, label, probs, version in rows}  # later versions win
     votes = [MachineVote(annotator=name, label=label, version=version,
                          probability=round(probs[label], 3) if probs and label in probs else None)
              for name, (label, probs, version) in newest.items()]
-    machine = (decision.details or {}).get("machine", {}) if decision is not None else {}
     answers = decision.details.get("decided_by", []) if decision is not None and user.role in EXPERTS else []
     common = dict(task_id=lease.task_id, item_id=lease.item_id, external_id=lease.external_id, fields=lease.fields,
                   answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress)

@@ -2,7 +2,7 @@
 
 Each item goes to at most `overlap` reviewers (submitted plus leased: Decision.review_count
 keeps that number, so finding an open item reads an index, not every task); leases expire and
-the item returns to the queue; items closest to done come first. Now and then a reviewer is handed
+the item returns to the queue; items closest to done come first, in random order. Now and then a reviewer is handed
 a gold item instead, unmarked, to measure them; some items are shown blind. What reviewers do
 with a lease (answer, skip, undo) is review_ui.answers.
 """
@@ -26,6 +26,7 @@ from labeler.store.workspace import Workspace
 from review_ui import qualification
 
 CANDIDATES = 50  # open items examined per lease attempt
+_ORDER = random.Random()  # the order open items are offered in
 BUSY_RETRIES = 20
 EXPERTS = (Role.expert, Role.admin)
 
@@ -134,8 +135,7 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
     suggested = Decision.details[("machine", "label")].as_string()
     for level in levels:
         open_now = and_(level, ~mine, in_project)
-        candidates = c.execute(select(Decision.item_id, suggested).where(open_now).order_by(Decision.item_id)
-                               .limit(CANDIDATES)).all()
+        candidates = _candidates(c, level, open_now, suggested, ws.config.routing.review_order == "random")
         if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
             candidates = sorted(candidates, key=lambda row: -skill.get(row[1], min(skill.values())))
         for candidate, _ in candidates:
@@ -150,6 +150,24 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
     if busy:
         raise _Busy
     return None
+
+
+def _candidates(c, level, open_now, suggested, shuffled: bool) -> list:
+    """Up to CANDIDATES open items of a level in import order, or in random order: the run of item ids
+    from a random point (wrapping round), shuffled. Hidden gold is drawn at random too, so in random
+    order the order items arrive in says nothing of which are gold. Both read the queue index."""
+    query = select(Decision.item_id, suggested).where(open_now).order_by(Decision.item_id).limit(CANDIDATES)
+    if not shuffled:
+        return c.execute(query).all()
+    low, high = c.execute(select(func.min(Decision.item_id), func.max(Decision.item_id)).where(level)).one()
+    if low is None:
+        return []
+    pivot = _ORDER.randint(low, high)
+    found = c.execute(query.where(Decision.item_id >= pivot)).all()
+    if len(found) < CANDIDATES:
+        found += c.execute(query.where(Decision.item_id < pivot).limit(CANDIDATES - len(found))).all()
+    _ORDER.shuffle(found)
+    return found
 
 
 SKILL_HISTORY = 10  # hidden gold answers per label before a reviewer's accuracy on it steers the queue

@@ -220,7 +220,8 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
                                  "posterior": round(confidence, 6), "lambda": policy.policy.level, "machine": machine}})
     for n, item_id in enumerate(rest):
         label, confidence = _fallback(policy, votes.get(item_id, {}), guess, n)
-        machine = {"label": label, "confidence": confidence, "reason": _why(policy, votes.get(item_id, {}))}
+        machine = {"label": label, "confidence": confidence, "reason": _why(policy, votes.get(item_id, {})),
+                   "asked": _asked(policy, votes.get(item_id, {}))}
         rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
                      "method": method if guess is not None else "majority", "updated_at": now,
                      "details": {"run": run_id, "reason": policy.reason or machine["reason"], "machine": machine}})
@@ -241,21 +242,24 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
 
 def _gold_views(ws: Workspace, policy: ProjectPolicy, set_aside: set) -> None:
     """The machines' view of each gold item (not examples), as a new item with its votes would get it:
-    its label, calibrated confidence, and whether it would go to review. Calibration gold is scored
-    by its fold's model, which never saw its label."""
+    the votes a run would have bought before settling it or sending it to review (the calibration stage
+    asks every annotator about gold; a live item stops earlier), and the label, calibrated confidence
+    and reason those votes give. Calibration gold is scored by its fold's model, which never saw its
+    label. So a hidden gold card carries what a real card of the same score carries."""
     gold = [i for i, (_, split) in gold_of(ws).items() if split != models.Split.examples]
     votes = load_votes(ws, policy.stages, gold, set_aside) if policy.stages and gold else {}
     gold = [i for i in gold if votes.get(i)]
     if not gold:
         return
-    paths = scores(policy, votes, gold) if policy.models is not None else None
-    first = paths.accept(policy.policy.lambda_)[0] if paths is not None and policy.ready else np.full(len(gold), -1)
+    asked, review = _live_path(ws, policy, votes, gold)
+    seen = {i: {s: v for s, v in votes[i].items() if s < asked[n]} for n, i in enumerate(gold)}
+    paths = scores(policy, seen, gold) if policy.models is not None else None
     views = []
     for n, item_id in enumerate(gold):
-        label, confidence = _fallback(policy, votes[item_id], paths, n)
-        review = bool(first[n] < 0)
-        views.append({"key": item_id, "machine": {"label": label, "confidence": confidence, "review": review,
-                                                  "reason": _why(policy, votes[item_id]) if review else None}})
+        label, confidence = _fallback(policy, seen[item_id], paths, n)
+        views.append({"key": item_id, "machine": {
+            "label": label, "confidence": confidence, "review": bool(review[n]), "asked": _asked(policy, seen[item_id]),
+            "reason": _why(policy, seen[item_id]) if review[n] else None}})
     Decision = models.Decision
     with ws.session() as s:
         details = dict(s.execute(select(Decision.item_id, Decision.details).where(Decision.item_id.in_(gold))).all())
@@ -264,6 +268,26 @@ def _gold_views(ws: Workspace, policy: ProjectPolicy, set_aside: set) -> None:
         if rows:
             s.connection().execute(update(Decision.__table__).where(Decision.__table__.c.item_id == bindparam("key"))
                                    .values(details=bindparam("details")), rows)
+
+
+def _live_path(ws: Workspace, policy: ProjectPolicy, votes: dict, items: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """For items holding every annotator's vote: how many stages a run would have asked each, and whether
+    it would have sent it to review, following run_project's rules."""
+    S = len(policy.stages)
+    if policy.models is None:  # nothing measured: every annotator votes, everything goes to review
+        return np.full(len(items), S), np.ones(len(items), bool)
+    if not policy.ready:  # measured, no level: the first annotator's vote, then review
+        return np.full(len(items), 1), np.ones(len(items), bool)
+    paths = scores(policy, votes, items)
+    first, _ = paths.accept(policy.policy.lambda_)
+    asked = paths.votes_used(policy.policy.lambda_, first) if ws.config.routing.stop_when_futile \
+        else np.where(first >= 0, first + 1, paths.active.sum(axis=1))
+    return asked, first < 0
+
+
+def _asked(policy: ProjectPolicy, by_stage: dict) -> list[list[str]]:
+    """The (annotator, version) of the stages whose votes an item's card shows."""
+    return [[policy.stages[s].name, policy.stages[s].version] for s in sorted(by_stage)]
 
 
 def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None]:

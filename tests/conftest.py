@@ -99,6 +99,7 @@ annotators:
 routing:
   target_accuracy: 0.9
   review_blind_share: 0  # tests of blind items set their own share
+  review_order: import  # tests of the queue's mechanics follow items in a known order
 """
 
 
