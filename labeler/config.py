@@ -102,6 +102,9 @@ DONT_KNOW_REASONS = ["Not enough context", "Not about this task", "More than one
 class RoutingConfig(_Strict):
     target_accuracy: float = Field(default=0.95, gt=0.0, lt=1.0)
     confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # of the finite-sample accuracy bound
+    # high_probability: accepted accuracy >= target with probability >= confidence over draws of the gold;
+    # expected: >= target on average over draws (conformal selection with Benjamini-Hochberg), more accepted.
+    guarantee: Literal["high_probability", "expected"] = "high_probability"
     method: str = "dawid_skene"
     # An item no annotator left could lift to the level goes to review without asking them (the
     # votes saved are its remaining ones); false: it gets every vote, so the suggestion a reviewer

@@ -23,6 +23,10 @@ from scipy.stats import beta
 
 START_COVERAGE = 0.2  # the first level tested accepts this share of the gold
 STEP = 0.02  # each next level accepts this much more of the gold
+MAX_EXPECTED_LEVELS = 400  # levels tried by the expected-accuracy guarantee
+# ...and the gold items its accepted region must hold, in errors allowed: with fewer, the best-looking
+# block of a set no level suits is often a lucky one (a 0.91-right set accepted at 0.95 on 20 gold).
+MIN_EXPECTED_SUPPORT = 2
 
 
 def clopper_pearson_lower(successes: int, n: int, delta: float) -> float:
@@ -58,18 +62,10 @@ def choose_level(best: np.ndarray, evaluate, target: float, delta: float,
     n = len(best)
     if n < min_n(target, delta):
         return np.inf, None
-    ranked = np.sort(np.asarray(best, float))[::-1]
-    start = max(START_COVERAGE, start_n(target, delta) / n)
-    steps = np.arange(start, 1.0 + STEP, STEP)
-    levels = ranked[np.minimum(np.ceil(steps * n).astype(int), n) - 1]
-    if scores is not None and len(scores):
-        finite = np.asarray(scores, float)[np.isfinite(scores)]
-        lower = np.quantile(finite, np.arange(1.0, 0.0, -STEP)) if len(finite) else np.array([])
-        levels = np.concatenate([levels, lower[lower < levels.min(initial=np.inf)]])
     level, bound, tested = np.inf, None, None
-    for candidate in levels:
-        if candidate == -np.inf or candidate == tested:
-            continue  # no item reaches it, or the same level as the last test
+    for candidate in candidate_levels(best, scores, max(START_COVERAGE, start_n(target, delta) / n)):
+        if candidate == tested:
+            continue  # the same level as the last test
         tested = candidate
         accepted, right = evaluate(candidate)
         lower_bound = clopper_pearson_lower(right, accepted, delta)
@@ -77,6 +73,63 @@ def choose_level(best: np.ndarray, evaluate, target: float, delta: float,
             break
         level, bound = float(candidate), lower_bound
     return level, bound
+
+
+def candidate_levels(best: np.ndarray, scores: np.ndarray | None, start: float) -> np.ndarray:
+    """Levels to test, tightest first: those accepting `start` of the gold, then STEP more at a time, then
+    (where items are asked in stages) the quantiles of every stage's scores below them."""
+    n = len(best)
+    ranked = np.sort(np.asarray(best, float))[::-1]
+    steps = np.arange(start, 1.0 + STEP, STEP)
+    levels = ranked[np.minimum(np.ceil(steps * n).astype(int), n) - 1]
+    if scores is not None and len(scores):
+        finite = np.asarray(scores, float)[np.isfinite(scores)]
+        lower = np.quantile(finite, np.arange(1.0, 0.0, -STEP)) if len(finite) else np.array([])
+        levels = np.concatenate([levels, lower[lower < levels.min(initial=np.inf)]])
+    return levels[np.isfinite(levels)]
+
+
+def choose_level_expected(best: np.ndarray, evaluate, target: float,
+                          scores: np.ndarray | None = None) -> tuple[float, float | None]:
+    """The loosest level whose error rate among accepted items is at most 1 - target in expectation over
+    draws of the gold (a false discovery rate), and that level's estimated accuracy.
+
+    Conformal selection with Benjamini-Hochberg (Jin and Candès, 2023), for new items distributed as the
+    gold: an item's conformal p-value is (1 + the gold items wrong at its score or above) / (n + 1), and
+    BH at alpha = 1 - target accepts every item of score >= t for the lowest t with
+    (1 + wrong(t)) / (n + 1) <= alpha * accepted(t) / n. Step-up, so no sequence to stop early:
+    one unlucky block at the top costs nothing. Items that tie are accepted or refused together."""
+    n, alpha = len(best), 1.0 - target
+    if n == 0:
+        return np.inf, None
+    finite = np.unique(np.asarray(best, float)[np.isfinite(best)])
+    if len(finite) > MAX_EXPECTED_LEVELS:  # every distinct score is a level BH could stop at; a fine grid will do
+        finite = np.unique(np.quantile(finite, np.linspace(0, 1, MAX_EXPECTED_LEVELS)))
+    level, estimate = np.inf, None
+    for candidate in np.unique(np.concatenate([finite, candidate_levels(best, scores, 1.0)])):
+        accepted, right = evaluate(candidate)
+        if accepted >= MIN_EXPECTED_SUPPORT / alpha and (1 + accepted - right) * n / ((n + 1) * accepted) <= alpha \
+                and candidate < level:
+            level, estimate = float(candidate), 1.0 - (1 + accepted - right) * n / ((n + 1) * accepted)
+    return level, estimate
+
+
+DRIFT_ALPHA = 0.01  # significance of a score drift
+
+
+def score_drift(gold: np.ndarray, new: np.ndarray, alpha: float = DRIFT_ALPHA) -> dict | None:
+    """Are the new items' scores drawn like the calibration gold's? A two-sided Mann-Whitney test (ties
+    corrected): gold picked among the easy items scores higher than the items it is meant to speak for,
+    and then the guarantee does not hold for them. The scores: routing.cascade.Paths.ease."""
+    from scipy.stats import mannwhitneyu
+
+    gold, new = np.asarray(gold, float), np.asarray(new, float)
+    gold, new = gold[np.isfinite(gold)], new[np.isfinite(new)]
+    if len(gold) < 10 or len(new) < 10:
+        return None
+    test = mannwhitneyu(gold, new, alternative="two-sided")
+    return {"statistic": round(float(test.statistic / (len(gold) * len(new))), 4), "p_value": float(test.pvalue),
+            "flagged": bool(test.pvalue < alpha)}
 
 
 class Calibrator:

@@ -25,7 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
-from routing.calibration import Calibrator, choose_level, probability
+from routing.calibration import Calibrator, choose_level, choose_level_expected, probability
 from routing.votes import softmax_rows
 
 
@@ -152,6 +152,18 @@ class Paths:
             upper = -_logsumexp(shifted, axis=2)  # (n, later stages, k)
         return upper.max(axis=(1, 2)) < lam
 
+    def ease(self, lam: float) -> np.ndarray:
+        """How easy the cascade found each item, as one number to rank by: accepted at an earlier stage is
+        easier than at a later one, which is easier than sent to review, late before early (futile at once
+        is hardest); within each, by the score where it stopped. Gold and new items ranked by the same rule,
+        whatever votes the new ones were spared."""
+        first, _ = self.accept(lam)
+        used = self.votes_used(lam, first)
+        S = max(self.n_stages, 1)
+        outcome = np.where(first >= 0, 2 * S - first, used)  # accepted: S+1..2S; review: 1..S
+        stopped = self.score[np.arange(len(used)), np.maximum(used, 1) - 1] if self.n_stages else np.zeros(len(used))
+        return outcome + probability(np.clip(stopped, -50, 50)) * 0.999
+
     def votes_used(self, lam: float, first: np.ndarray) -> np.ndarray:
         """Stages asked per item: up to its acceptance, or up to the stage after which it was futile."""
         used = np.where(first >= 0, first + 1, self.active.sum(axis=1))
@@ -194,32 +206,48 @@ def build_paths(model: ConfusionModel, tasks: list, ordered: dict, n_stages: int
     return Paths(logits, active, reach)
 
 
+GUARANTEES = ("high_probability", "expected")
+
+
 class CascadePolicy:
-    def __init__(self, label_names: list, target: float, confidence: float):
+    """`guarantee`: high_probability (accepted accuracy >= target with probability >= confidence over
+    draws of the gold: fixed-sequence testing) or expected (accepted accuracy >= target on average over
+    draws of the gold: conformal selection with Benjamini-Hochberg; `confidence` is not used)."""
+
+    def __init__(self, label_names: list, target: float, confidence: float, guarantee: str = "high_probability"):
+        if guarantee not in GUARANTEES:
+            raise ValueError(f"unknown guarantee {guarantee!r}; use {' or '.join(GUARANTEES)}")
         self.label_names = list(label_names)
         self.target = target
         self.delta = 1.0 - confidence
+        self.guarantee = guarantee
 
     def fit(self, paths: Paths, truth) -> "CascadePolicy":
         """Calibrators and lambda from gold paths whose scores never saw the gold labels."""
         truth = np.asarray(truth)
-        self._gold = (paths, truth)  # the calibrators are fitted on it when first needed
+        self.gold_ = (paths, truth)  # scored gold: the calibrators are fitted on it when first needed
 
         def evaluate(lam):
             first, label = paths.accept(lam)
             taken = first >= 0
             return int(taken.sum()), int((label[taken] == truth[taken]).sum())
 
-        self.lambda_, self.bound_ = choose_level(paths.best(), evaluate, self.target, self.delta,
-                                                 paths.score[paths.active])
+        if self.guarantee == "expected":  # bound_: the level's estimated accuracy, not a bound
+            self.lambda_, self.bound_ = choose_level_expected(paths.best(), evaluate, self.target, paths.score[paths.active])
+        else:
+            self.lambda_, self.bound_ = choose_level(paths.best(), evaluate, self.target, self.delta,
+                                                     paths.score[paths.active])
         if np.isfinite(self.lambda_):  # never down to a posterior that says nothing (1/K)
             self.lambda_ = float(max(self.lambda_, -np.log(max(len(self.label_names) - 1, 1)) + 1e-9))
+        first, label = paths.accept(self.lambda_)
+        taken = first >= 0
+        self.support_ = (int(taken.sum()), int((label[taken] != truth[taken]).sum()))  # gold accepted, and wrong
         self.n_test_ = len(truth)
         return self
 
     @cached_property
     def calibrators_(self) -> list:
-        paths, truth = self._gold
+        paths, truth = self.gold_
         calibrators = []
         for s in range(paths.n_stages):
             mask = paths.active[:, s]

@@ -32,6 +32,7 @@ from labeler.store import models
 from labeler.store.engine import upsert
 from labeler.store.models import State, utcnow
 from labeler.store.workspace import Workspace
+from routing.calibration import score_drift
 from routing.project import (
     ProjectPolicy,
     Stage,
@@ -160,6 +161,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     if asking is not None:  # workers spent it: the store says how much
         budget.spent = spend(ws, run_id)
     decisions = _decide(ws, policy, todo, accepted, run_id, {(a, run_id) for a in bad_days.values()})
+    drift = _score_drift(ws, policy, todo, {(a, run_id) for a in bad_days.values()})
     result = {
         "run_id": run_id,
         "items": len(todo),
@@ -171,6 +173,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         "guideline_suspects": guideline_suspects(ws, stages, run_id, gold),
         "decisions": decisions,
         "sent_to_review_early": futile,
+        "score_drift": drift,
         "budget": budget.as_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
@@ -178,6 +181,28 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         row = s.get(models.Run, run_id)
         row.finished_at, row.stats = utcnow(), result
     return result
+
+
+def _score_drift(ws: Workspace, policy: ProjectPolicy, items: list[int], set_aside: set) -> dict | None:
+    """The calibration gold's scores against the new items', by how easy the cascade found each (Paths.ease;
+    routing.calibration.score_drift); when they differ, the new items least like the gold, to add to it."""
+    if not policy.ready or not items:
+        return None
+    gold_paths, _ = policy.policy.gold_
+    votes = load_votes(ws, policy.stages, items, set_aside)
+    asked = [i for i in items if votes.get(i)]
+    if not asked:
+        return None
+    new = scores(policy, votes, asked).ease(policy.policy.lambda_)  # their votes end where the run stopped
+    gold = gold_paths.ease(policy.policy.lambda_)
+    drift = score_drift(gold, new)
+    if drift and drift["flagged"]:
+        unlike = np.argsort(-np.abs(new - float(np.median(gold))))[:20]
+        with ws.session() as s:
+            names = dict(s.execute(select(models.Item.id, models.Item.external_id)
+                                   .where(models.Item.id.in_([asked[k] for k in unlike]))).all())
+        drift["propose_for_gold"] = [names[asked[k]] for k in unlike]
+    return drift
 
 
 def _merge(reports: dict, report) -> None:

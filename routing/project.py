@@ -25,6 +25,7 @@ from labeler.store.workspace import Workspace
 from routing.cascade import CascadePolicy, ConfusionModel, Paths, build_paths
 
 MIN_CALIBRATION = 20  # fewer calibration gold items than this: no policy, everything is reviewed
+THIN_SUPPORT = 100  # an accepted region resting on fewer gold items than this is said to be thin
 HONEYPOT_ALPHA = 0.05  # significance of a "bad day"
 FOLDS = 5
 
@@ -66,6 +67,21 @@ class ProjectPolicy:
     def ready(self) -> bool:
         return self.policy is not None and np.isfinite(self.policy.lambda_)
 
+    def certificate(self) -> dict | None:
+        """What the automatic labels rest on: the guarantee, and the gold items the accepted region holds."""
+        if self.policy is None:
+            return None
+        accepted, wrong = self.policy.support_
+        certificate = {"guarantee": self.policy.guarantee, "target_accuracy": self.policy.target,
+                       "confidence": round(1 - self.policy.delta, 6) if self.policy.guarantee == "high_probability" else None,
+                       "calibration_items": self.policy.n_test_, "level": self.policy.level,
+                       "gold_accepted": accepted, "gold_accepted_wrong": wrong, "warning": None}
+        if self.ready and accepted < THIN_SUPPORT:
+            certificate["warning"] = (f"the automatic labels rest on {accepted} gold items ({wrong} wrong): a level "
+                                      "certified on so few is often a lucky draw of the gold; more calibration gold "
+                                      "would make it firm")
+        return certificate
+
     def summary(self) -> dict:
         data = {"stages": [s.name for s in self.stages], "calibrated_accuracy": self.skills, "reason": self.reason}
         if self.policy is not None:
@@ -74,6 +90,8 @@ class ProjectPolicy:
                 "accuracy_bound": self.policy.bound_,
                 "target_accuracy": self.policy.target,
                 "confidence": 1 - self.policy.delta,
+                "guarantee": self.policy.guarantee,
+                "certificate": self.certificate(),
                 "thresholds": {s.name: self.policy.thresholds(i) for i, s in enumerate(self.stages)} if self.ready else {},
             }
         return data
@@ -149,7 +167,8 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> 
     if len(calib) < MIN_CALIBRATION:
         result.reason = f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
         return result
-    target, confidence = ws.config.routing.target_accuracy, ws.config.routing.confidence
+    target, confidence, guarantee = (ws.config.routing.target_accuracy, ws.config.routing.confidence,
+                                     ws.config.routing.guarantee)
     ordered = ordered_votes(result, votes, calib, len(stages) - 1)
     gold_idx = {i: labels.index(gold[i][0]) for i in calib}
     result.models = []
@@ -160,9 +179,11 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> 
             [w for w, _, _ in pairs], np.array([o for _, o, _ in pairs], np.int64),
             np.array([g for _, _, g in pairs], np.int64)))
     paths = cross_fitted(result, ordered, calib)
-    result.policy = CascadePolicy(labels, target, confidence).fit(paths, np.array([gold_idx[i] for i in calib]))
+    result.policy = CascadePolicy(labels, target, confidence, guarantee).fit(paths, np.array([gold_idx[i] for i in calib]))
     if not result.ready:
-        result.reason = f"no confidence level reaches accuracy {target} with probability {confidence} on this gold"
+        result.reason = (f"no confidence level reaches accuracy {target} with probability {confidence} on this gold"
+                         if guarantee == "high_probability" else
+                         f"no confidence level reaches accuracy {target} in expectation on this gold")
     return result
 
 

@@ -1,10 +1,11 @@
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from routing.calibration import Calibrator, clopper_pearson_lower, log_odds, min_n, start_n
+from routing.calibration import Calibrator, clopper_pearson_lower, log_odds, min_n, score_drift, start_n
 from routing.cascade import CascadePolicy, Paths, build_paths
 from routing.replay import worker_model
 from routing.votes import VoteTable
@@ -106,14 +107,13 @@ def _synthetic_crowd(seed: int, n_tasks: int, traps: float = 0.0, n_workers: int
     return records, truth
 
 
-@pytest.mark.parametrize("traps", [0.0, 0.03])
-def test_the_guarantee_holds_on_the_population_in_simulation(traps):
-    """Over many draws of 300 gold items, the accuracy of what a level accepts among 2,000 fresh items
-    (the population, near enough) reaches the target at least as often as promised, within noise."""
-    target, confidence, runs, n_gold = 0.95, 0.9, 100, 300
-    held, shares = 0, []
+def _draws(runs: int, n_gold: int, traps: float, guarantee: str, gold_pick=None):
+    """Per draw of `n_gold` gold items: the accepted items' accuracy among 2,000 fresh items (the population,
+    near enough; None: nothing accepted), the automatic share, and the score drift test, gold against them.
+    `gold_pick(truth, votes_agree, rng)`: which items are gold (default: the first n_gold, a random draw)."""
+    out = []
     for seed in range(runs):
-        records, truth = _synthetic_crowd(seed, n_gold + 2000, traps)
+        records, truth = _synthetic_crowd(seed, n_gold * 3 + 2000, traps)
         table = VoteTable.from_records(records, [0, 1])
         model, ds = worker_model(table)  # EM on every vote, no gold: the scores never saw a label
         skill = dict(zip(table.worker_names, ds.skills_))
@@ -121,17 +121,60 @@ def test_the_guarantee_holds_on_the_population_in_simulation(traps):
         for t, w, label in zip(table.tasks, table.workers, table.labels):
             ordered.setdefault(table.task_names[t], []).append((table.worker_names[w], int(label)))
         tasks = sorted(ordered)
+        agree = np.array([max(Counter(v[1] for v in ordered[t]).values()) >= 6 for t in tasks])  # 6 of 7 agree
         ordered = {t: sorted(v, key=lambda vote: -skill[vote[0]]) for t, v in ordered.items()}
         paths = build_paths(model, tasks, ordered, 7)
-        policy = CascadePolicy([0, 1], target, confidence).fit(paths[np.arange(n_gold)], truth[:n_gold])
-        first, label = paths[np.arange(n_gold, len(tasks))].accept(policy.lambda_)
+        pool = np.arange(n_gold * 3)
+        gold = gold_pick(agree[pool], np.random.default_rng(seed)) if gold_pick else pool[:n_gold]
+        fresh = np.arange(n_gold * 3, len(tasks))
+        policy = CascadePolicy([0, 1], 0.95, 0.9, guarantee).fit(paths[gold], truth[gold])
+        first, label = paths[fresh].accept(policy.lambda_)
         taken = first >= 0
-        shares.append(taken.mean())
-        held += not taken.any() or (label[taken] == truth[n_gold:][taken]).mean() >= target
+        accuracy = (label[taken] == truth[fresh][taken]).mean() if taken.any() else None
+        drift = score_drift(paths[gold].ease(policy.lambda_), paths[fresh].ease(policy.lambda_))
+        out.append((accuracy, taken.mean(), drift))
+    return out
+
+
+@pytest.mark.parametrize("traps", [0.0, 0.03])
+def test_the_guarantee_holds_on_the_population_in_simulation(traps):
+    """Over many draws of 300 gold items, the accuracy of what a level accepts among 2,000 fresh items
+    (the population, near enough) reaches the target at least as often as promised, within noise."""
+    target, confidence, runs = 0.95, 0.9, 100
+    draws = _draws(runs, 300, traps, "high_probability")
+    held = sum(accuracy is None or accuracy >= target for accuracy, _, _ in draws)
+    shares = [share for _, share, _ in draws]
     print(f"traps {traps}: held {held}/{runs}, mean automatic share {np.mean(shares):.3f}")
     # Promised: >= 0.9. Allowed: 2.33 binomial standard deviations below it (one-sided 1%).
     assert held >= runs * (confidence - 2.33 * np.sqrt(confidence * (1 - confidence) / runs)), held
     assert np.mean(shares) > (0.5 if traps == 0 else 0.03)  # and it still accepts a useful share
+
+
+@pytest.mark.parametrize("traps", [0.0, 0.03])
+def test_the_expected_guarantee_holds_on_average_in_simulation(traps):
+    """guarantee: expected: the error rate among accepted items, averaged over draws of the gold (nothing
+    accepted: none), is at most 1 - target, and it accepts more than the high-probability guarantee."""
+    draws = _draws(60, 300, traps, "expected")
+    error = [0.0 if accuracy is None else 1 - accuracy for accuracy, _, _ in draws]
+    accepted = [accuracy for accuracy, _, _ in draws if accuracy is not None]
+    print(f"traps {traps}: mean error {np.mean(error):.4f}, mean accepted accuracy {np.mean(accepted):.4f}, "
+          f"share {np.mean([s for _, s, _ in draws]):.3f}")
+    assert np.mean(error) <= 0.05 + 2.33 * np.std(error) / np.sqrt(len(error))
+    assert np.mean(accepted) >= 0.95 - 0.005
+    strict = _draws(20, 300, traps, "high_probability")
+    assert np.mean([s for _, s, _ in draws[:20]]) > np.mean([s for _, s, _ in strict])
+
+
+def test_score_drift_flags_gold_picked_among_clear_items_and_rarely_fair_gold():
+    def clear(agree, rng):  # nine in ten gold items among those the workers (nearly) all agreed on
+        easy = min(270, int(agree.sum()))
+        return np.concatenate([rng.choice(np.nonzero(agree)[0], easy, replace=False),
+                               rng.choice(np.nonzero(~agree)[0], 300 - easy, replace=False)])
+
+    fair = [drift["flagged"] for _, _, drift in _draws(50, 300, 0.0, "high_probability")]
+    biased = [drift["flagged"] for _, _, drift in _draws(20, 300, 0.0, "high_probability", clear)]
+    print(f"drift flagged: fair {sum(fair)}/50, clear-picked {sum(biased)}/20")
+    assert sum(fair) <= 3 and sum(biased) >= 16
 
 
 def test_futility_never_stops_an_item_that_every_vote_would_accept():

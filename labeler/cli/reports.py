@@ -14,6 +14,13 @@ def print_drift(drift: dict) -> None:
                   f"e.g. {', '.join(drift['propose_for_gold'][:10])}[/]", highlight=False)
 
 
+def print_score_drift(drift: dict | None) -> None:
+    if drift and drift.get("flagged"):
+        err.print(f"[bold yellow]score drift: the new items' scores are not drawn like the calibration gold's "
+                  f"(Mann-Whitney p = {drift['p_value']:.2g}); the guarantee may not hold for them. Add some to "
+                  f"gold, e.g. {', '.join(drift.get('propose_for_gold', [])[:10])}[/]", highlight=False)
+
+
 def print_run(report: dict) -> None:
     table = Table(title=f"run {report['run_id']}: {report['items']} items in {report['seconds']} s")
     for column in ("annotator", "version", "asked", "votes", "abstained", "failed", "cost"):
@@ -42,6 +49,7 @@ def print_run(report: dict) -> None:
         for name, stats in report["recorded"].items():
             out.print(f"{name}: loaded {stats['votes']} recorded votes from {stats['workers']} workers")
     print_policy(report["policy"])
+    print_score_drift(report.get("score_drift"))
     for name, check in report.get("honeypots", {}).items():
         verdict = "[bold red]bad day: its votes in this run are set aside[/]" if check.get("bad_day") else "ok"
         out.print(f"honeypots {name}: {check['right']}/{check['honeypots']} right "
@@ -62,9 +70,19 @@ def print_run(report: dict) -> None:
 def print_policy(policy: dict) -> None:
     if policy.get("reason"):
         err.print(f"[yellow]no automatic labels: {policy['reason']}[/]", highlight=False)
-    if policy.get("lambda") is not None:
+    if policy.get("lambda") is not None and policy.get("guarantee") == "expected":
+        out.print(f"accepting items whose posterior reaches {policy['lambda']:.6f}: accepted accuracy >= "
+                  f"{policy['target_accuracy']} in expectation over draws of the gold (estimated on "
+                  f"cross-fitted calibration gold: {policy['accuracy_bound']:.3f})")
+    elif policy.get("lambda") is not None:
         out.print(f"accepting items whose posterior reaches {policy['lambda']:.6f}: accepted accuracy >= "
                   f"{policy['target_accuracy']} with probability {policy['confidence']:.2f} "
                   f"(lower bound on cross-fitted calibration gold {policy['accuracy_bound']:.3f})")
+    certificate = policy.get("certificate") or {}
+    if policy.get("lambda") is not None and certificate:
+        out.print(f"certificate: {certificate['calibration_items']} calibration gold items, "
+                  f"{certificate['gold_accepted']} of them in the accepted region, {certificate['gold_accepted_wrong']} wrong")
+    if certificate.get("warning"):
+        err.print(f"[bold yellow]thin gold: {certificate['warning']}[/]", highlight=False)
     if policy.get("calibrated_accuracy"):
         out.print("accuracy on calibration gold: " + ", ".join(f"{k} {v}" for k, v in policy["calibrated_accuracy"].items()))

@@ -17,7 +17,7 @@ from labeler.cli import (
     out,
     with_run_progress,
 )
-from labeler.cli.reports import print_drift, print_policy, print_run
+from labeler.cli.reports import print_drift, print_policy, print_run, print_score_drift
 from labeler.errors import LabelerError
 from labeler.store.workspace import open_workspace
 
@@ -175,18 +175,35 @@ def replay(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.9999, help="Probability that the guarantee holds.")] = 0.9,
     seed: Annotated[int, typer.Option(help="Picks the gold's folds and the order of equally skilled workers.")] = 0,
     order: Annotated[str, typer.Option(help="Buy each item's votes `skill` (best worker first) or `random`.")] = "skill",
+    gold_share: Annotated[Optional[float], typer.Option(min=0.05, max=0.95, help=(
+        "Out of sample: calibrate on this share of the gold (drawn by --seed) and score what is accepted on the "
+        "rest, as new items."))] = None,
+    guarantee: Annotated[str, typer.Option(help="high_probability or expected (with --gold-share).")] = "high_probability",
     as_json: JsonOpt = False,
 ) -> None:
     """What-if: the cascade on historical votes, each vote bought one at a time."""
     from routing.aggregate import read_gold, read_votes
+    from routing.replay import holdout
     from routing.replay import replay as run_replay
 
     try:
-        result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, order=order)
+        if gold_share is not None:
+            result = holdout(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, gold_share,
+                             order, guarantee)
+        else:
+            result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, order=order)
     except ValueError as exc:
         raise LabelerError(str(exc)) from exc
     if as_json:
         emit(result)
+        return
+    if gold_share is not None:
+        out.print(
+            f"{result['calibration_items']} gold items calibrate, {result['new_items']} hidden ones stand for new items: "
+            f"{result['auto_fraction']:.1%} accepted automatically at accuracy {result['auto_accuracy']} on their gold "
+            f"(target {target_accuracy}, {guarantee}); the oracle's share {result['oracle_auto_fraction']:.1%}. "
+            f"Votes used {result['votes_used']} of {result['votes_available']}.")
+        print_score_drift(result["score_drift"])
         return
     oracle = result["oracle_auto_fraction"]
     out.print(
