@@ -224,3 +224,16 @@ def test_replay_command_reports_the_figures():
     # rte (ten votes an item) the aggregate of every vote for them.
     assert result["votes_used"] < result["finished_votes_used"] < result["votes_available"]
     assert result["accuracy_all"] < result["finished_accuracy_all"]
+
+
+@needs_datasets
+def test_replay_out_of_sample_hides_gold_and_scores_what_it_accepted_there():
+    args = ("replay", DATASETS / "product" / "labels.csv", "--gold", DATASETS / "product" / "gold.csv",
+            "--gold-share", "0.3", "--order", "random", "--seed", "1", "--json")
+    for guarantee in ("high_probability", "expected"):
+        result = json.loads(labeler(*args, "--guarantee", guarantee).stdout)
+        assert result["calibration_items"] + result["new_items"] == 4125 and result["calibration_items"] == 1238
+        assert result["accepted"] == round(result["auto_fraction"] * result["new_items"])
+        assert result["auto_accuracy"] == pytest.approx(1 - result["accepted_wrong"] / result["accepted"], abs=1e-4)
+        assert set(result["score_drift"]) == {"statistic", "p_value", "flagged"} and not result["score_drift"]["flagged"]
+        assert result["gold_support"][0] >= 40 and result["guarantee"] == guarantee

@@ -180,3 +180,13 @@ def test_a_run_never_undoes_what_reviewers_did_while_it_ran(tmp_path, server, st
                 assert [a["user"] for a in d.details["decided_by"]] == ["ann", "bob"]
             else:  # the lease stands, and the item is still the reviewer's to answer
                 assert d.state == models.State.needs_review and d.review_count == 1 and d.details["run"] != report["run_id"]
+
+
+def test_a_run_ends_with_a_certificate_and_a_score_drift_check(tmp_path, server):
+    ws = make_project(tmp_path, server, [("cheap", "noisy-0.15", 0), ("dear", "ok", 1)])
+    report = run_project(ws, build_askers(ws)[0])
+    certificate = report["policy"]["certificate"]
+    assert certificate["guarantee"] == "high_probability" and certificate["calibration_items"] == 200
+    assert 0 < certificate["gold_accepted"] <= 200 and certificate["gold_accepted_wrong"] >= 0
+    assert set(report["score_drift"]) >= {"statistic", "p_value", "flagged"}
+    assert not report["score_drift"]["flagged"]  # the gold is a fair draw of the items here
