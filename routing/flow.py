@@ -100,6 +100,29 @@ def calibrate(ws: Workspace, askers: list) -> ProjectPolicy:
     return fit_policy(ws, stages_of(askers))
 
 
+def gold_plan(ws: Workspace, policy: ProjectPolicy) -> dict | None:
+    """routing.plan's figures for this project's calibration gold, and the new items to send to experts
+    next: those (with votes) scored nearest the level being decided."""
+    if policy.policy is None:
+        return None
+    from routing.plan import nearest_the_level, plan
+
+    result = plan(policy.policy)
+    paths, _ = policy.policy.gold_
+    level = policy.policy.lambda_ if policy.ready else float(np.median(paths.best()[np.isfinite(paths.best())]))
+    todo = items_to_label(ws)
+    votes = load_votes(ws, policy.stages, todo)
+    voted = [i for i in todo if votes.get(i)]
+    result["experts_next"] = []
+    if voted:
+        nearest = nearest_the_level(scores(policy, votes, voted).best(), level)
+        with ws.session() as s:
+            names = dict(s.execute(select(models.Item.id, models.Item.external_id)
+                                   .where(models.Item.id.in_([voted[k] for k in nearest]))).all())
+        result["experts_next"] = [names[voted[k]] for k in nearest]
+    return result
+
+
 def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
                 on_answer: Callable | None = None, on_start: Callable | None = None,
                 asking: Callable | None = None) -> dict:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import binomtest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from labeler.store import models
 from labeler.store.workspace import Workspace
@@ -84,6 +84,11 @@ class ProjectPolicy:
 
     def summary(self) -> dict:
         data = {"stages": [s.name for s in self.stages], "calibrated_accuracy": self.skills, "reason": self.reason}
+        if self.policy is not None and not self.ready:  # what would pass instead
+            from routing.plan import max_target
+
+            paths, truth = self.policy.gold_
+            data["max_target"] = max_target(paths, truth, self.label_names, 1 - self.policy.delta, self.policy.guarantee)
         if self.policy is not None:
             data |= {
                 "lambda": self.policy.level,
@@ -117,6 +122,21 @@ def load_votes(ws: Workspace, stages: list[Stage], item_ids: list[int], set_asid
         # A set-aside vote still marks the stage as reached, but tells nothing.
         out[item_id][stage] = (None, None) if (annotator_id, run_id) in set_aside else (label, probs)
     return out
+
+
+def calibration_votes(ws: Workspace, names: list[str]) -> tuple[int, dict[str, int]]:
+    """The calibration gold items, and how many of them each named annotator has voted on (any version):
+    what `calibrate` can measure without asking anybody."""
+    Vote, Gold, Item, Annotator = models.Vote, models.GoldLabel, models.Item, models.Annotator
+    with ws.session() as s:
+        total = s.scalar(select(func.count()).select_from(Gold).join(Item, Item.id == Gold.item_id)
+                         .where(Item.project_id == ws.project_id, Gold.split == models.Split.calibration))
+        voted = dict(s.execute(
+            select(Annotator.name, func.count(func.distinct(Vote.item_id))).join(Vote, Vote.annotator_id == Annotator.id)
+            .join(Gold, Gold.item_id == Vote.item_id)
+            .where(Annotator.project_id == ws.project_id, Annotator.name.in_(names), Gold.split == models.Split.calibration)
+            .group_by(Annotator.name)).all())
+    return total, {name: voted.get(name, 0) for name in names}
 
 
 def gold_of(ws: Workspace) -> dict[int, tuple[str, models.Split]]:

@@ -27,6 +27,7 @@ import numpy as np
 from routing.calibration import probability, score_drift
 from routing.cascade import CascadePolicy, ConfusionModel, Paths, build_paths
 from routing.dawid_skene import DawidSkene
+from routing.plan import plan
 from routing.votes import VoteTable
 
 FOLDS = 5
@@ -62,6 +63,8 @@ class Prepared:
     ds: DawidSkene
     in_table: list[int]
     rng: np.random.Generator
+    others: list[str]  # the items without gold, and their paths: new items
+    other_paths: Paths
 
     def oracle(self, target: float) -> float:
         every = self.ds.probas_[self.in_table]
@@ -89,14 +92,18 @@ def prepare(records: list[tuple], gold: dict, seed: int, order: str) -> Prepared
     for t in tasks:
         votes = [by_task[t][i] for i in rng.permutation(len(by_task[t]))]
         ordered[t] = sorted(votes, key=lambda v: -skill[v[0]]) if order == "skill" else votes
+    others = sorted(set(by_task) - set(tasks), key=str)
+    for t in others:
+        votes = [by_task[t][i] for i in rng.permutation(len(by_task[t]))]
+        ordered[t] = sorted(votes, key=lambda v: -skill[v[0]]) if order == "skill" else votes
     n_stages = max(len(v) for v in ordered.values())
     return Prepared(label_names, tasks, truth, build_paths(model, tasks, ordered, n_stages), ds,
-                    [index[t] for t in tasks], rng)
+                    [index[t] for t in tasks], rng, others, build_paths(model, others, ordered, n_stages))
 
 
 def holdout(records: list[tuple], gold: dict, target: float, confidence: float = 0.9, seed: int = 0,
             gold_share: float = 0.5, order: str = "random", guarantee: str = "high_probability",
-            calibration: set | None = None) -> dict:
+            calibration: set | None = None, with_plan: bool = False) -> dict:
     """The guarantee measured out of sample: the cascade calibrates on a share of the gold (`calibration`,
     or a random `gold_share` of it) and labels the rest as new items, whose gold then scores what it
     accepted. A draw of the gold, as the guarantee counts over; `order`: random buys votes as a live
@@ -116,7 +123,8 @@ def holdout(records: list[tuple], gold: dict, target: float, confidence: float =
     right = label[auto] == truth[new][auto]
     used = paths[new].votes_used(policy.lambda_, first)
     drift = score_drift(paths[calib].ease(policy.lambda_), paths[new].ease(policy.lambda_))
-    return {
+    extra = plan(policy) if with_plan else {}
+    return extra | {
         "seed": seed, "order": order, "guarantee": guarantee, "target_accuracy": target, "confidence": confidence,
         "calibration_items": int(calib.sum()), "new_items": int(new.sum()),
         "auto_fraction": round(float(auto.mean()), 4),
@@ -130,9 +138,23 @@ def holdout(records: list[tuple], gold: dict, target: float, confidence: float =
     }
 
 
+def _decided(policy: CascadePolicy, paths: Paths, tasks: list[str]) -> list[tuple]:
+    """(task, label, auto|review, calibrated confidence) as a run would decide these items."""
+    first, _ = paths.accept(policy.lambda_)
+    stage = np.where(first >= 0, first, np.maximum(paths.votes_used(policy.lambda_, first), 1) - 1)
+    rows = np.arange(len(tasks))
+    predicted, score = paths.predicted[rows, stage], paths.score[rows, stage]
+    calibrated = np.array([policy.calibrated(int(s), predicted[i:i + 1], score[i:i + 1])[0] for i, s in enumerate(stage)]) \
+        if len(tasks) else np.array([])
+    return [(t, policy.label_names[int(predicted[i])], "auto" if first[i] >= 0 else "review", round(float(calibrated[i]), 4))
+            for i, t in enumerate(tasks)]
+
+
 def replay(records: list[tuple], gold: dict, target: float, confidence: float = 0.9, seed: int = 0,
-           order: str = "skill", folds: int = FOLDS) -> dict:
-    """`records`: (task, worker, label); `gold`: task -> label. Returns the replay's figures."""
+           order: str = "skill", folds: int = FOLDS, decisions: list | None = None) -> dict:
+    """`records`: (task, worker, label); `gold`: task -> label. Returns the replay's figures. `decisions`, when
+    given, receives (task, label, state, confidence) for every item of the table: gold items as their
+    fold decided them, the others as new items under the level certified on all the gold."""
     started = time.perf_counter()
     prep = prepare(records, gold, seed, order)
     label_names, tasks, truth, paths, ds, rng = prep.label_names, prep.tasks, prep.truth, prep.paths, prep.ds, prep.rng
@@ -149,6 +171,14 @@ def replay(records: list[tuple], gold: dict, target: float, confidence: float = 
         levels.append(policy.lambda_)
         taken = test[auto[test]]
         held.append(not len(taken) or float((label[taken] == truth[taken]).mean()) >= target)
+    if decisions is not None:
+        for f in range(folds):  # the gold, as its folds decided it
+            test = np.nonzero(fold == f)[0]
+            policy = CascadePolicy(label_names, target, confidence).fit(paths[fold != f], truth[fold != f])
+            decisions += _decided(policy, paths[test], [tasks[i] for i in test])
+        decisions += _decided(CascadePolicy(label_names, target, confidence).fit(paths, truth), prep.other_paths,
+                              prep.others)
+
     def final(bought: np.ndarray) -> np.ndarray:
         """Accepted items' labels; items sent to review take the aggregate of the votes they bought."""
         return np.where(auto, label, paths.predicted[np.arange(len(tasks)), np.maximum(bought, 1) - 1])

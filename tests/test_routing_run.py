@@ -190,3 +190,25 @@ def test_a_run_ends_with_a_certificate_and_a_score_drift_check(tmp_path, server)
     assert 0 < certificate["gold_accepted"] <= 200 and certificate["gold_accepted_wrong"] >= 0
     assert set(report["score_drift"]) >= {"statistic", "p_value", "flagged"}
     assert not report["score_drift"]["flagged"]  # the gold is a fair draw of the items here
+
+
+def test_calibrate_says_what_it_needs_first_then_what_more_gold_would_buy(tmp_path, server):
+    import json
+
+    from tests.test_cli import labeler
+
+    ws = make_project(tmp_path, server, [("cheap", "noisy-0.15", 0), ("dear", "ok", 1)], target=0.95)
+    before = calls(server, "noisy-0.15")
+    early = labeler("calibrate", "-p", ws.project.root)
+    assert "needs at least 20 calibration gold items voted by every annotator" in " ".join(early.stderr.split())
+    assert "cheap 0, dear 0" in early.stderr and calls(server, "noisy-0.15") == before  # asked nobody
+    labeler("run", "--limit", "0", "-p", ws.project.root)  # asks only the calibration gold
+    assert calls(server, "noisy-0.15") - before == 200
+    report = json.loads(labeler("calibrate", "--json", "-p", ws.project.root).stdout)
+    plan = report["plan"]
+    assert 0.9 <= plan["max_target"] <= 0.99 and set(plan["auto_fraction_at"]) == {"0.99", "0.95", "0.9", "0.85"}
+    sizes = [row["gold_items"] for row in plan["gold_plan"]]
+    assert sizes == sorted(sizes) and sizes[0] == 200 and sizes[-1] >= 600
+    assert plan["experts_next"] == []  # no new item has votes yet
+    text = labeler("calibrate", "-p", ws.project.root).stdout
+    assert "this gold certifies targets up to" in text and "with more gold, at 0.95" in text

@@ -67,9 +67,26 @@ def print_run(report: dict) -> None:
                   "none of the dearer ones could have lifted them to the level")
 
 
+def print_plan(plan: dict | None, target: float) -> None:
+    if not plan:
+        return
+    best = plan["max_target"]
+    out.print(f"this gold certifies targets up to {best}" if best else "this gold certifies no target from 0.99 to 0.51")
+    out.print("automatic share of the gold now: " + ", ".join(f"{share:.0%} at {t}" for t, share in plan["auto_fraction_at"].items()))
+    out.print(f"with more gold, at {target} (estimated by resampling this gold): " + ", ".join(
+        f"{row['gold_items']} items {row['auto_fraction']:.0%}" for row in plan["gold_plan"]))
+    if plan.get("experts_next"):
+        out.print("send to experts next (scored nearest the level, where the test is decided): "
+                  + ", ".join(plan["experts_next"][:20]), highlight=False)
+
+
 def print_policy(policy: dict) -> None:
     if policy.get("reason"):
-        err.print(f"[yellow]no automatic labels: {policy['reason']}[/]", highlight=False)
+        would = policy.get("max_target")
+        err.print(f"[yellow]no automatic labels: {policy['reason']}"
+                  + (f"; a target of {would} passes now (routing.target_accuracy), or `labeler calibrate` "
+                     "says how much more gold the target needs" if would else
+                     "; `labeler calibrate` says how much more gold would buy") + "[/]", highlight=False)
     if policy.get("lambda") is not None and policy.get("guarantee") == "expected":
         out.print(f"accepting items whose posterior reaches {policy['lambda']:.6f}: accepted accuracy >= "
                   f"{policy['target_accuracy']} in expectation over draws of the gold (estimated on "

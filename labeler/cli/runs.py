@@ -17,7 +17,7 @@ from labeler.cli import (
     out,
     with_run_progress,
 )
-from labeler.cli.reports import print_drift, print_policy, print_run, print_score_drift
+from labeler.cli.reports import print_drift, print_plan, print_policy, print_run, print_score_drift
 from labeler.errors import LabelerError
 from labeler.store.workspace import open_workspace
 
@@ -151,13 +151,33 @@ def aggregate(
 
 @command(name="calibrate")
 def calibrate_command(project: ProjectOpt = None, annotator: AnnotatorOpt = None, as_json: JsonOpt = False) -> None:
-    """Fit the worker model and the acceptance level on calibration gold (asks nobody)."""
+    """Fit the worker model and the acceptance level on calibration gold (asks nobody), and say what more
+    gold would buy."""
+    from labeler.config import RecordedAnnotator
     from prompts.annotators import build_askers
-    from routing.flow import calibrate
+    from routing.flow import calibrate, gold_plan
+    from routing.project import MIN_CALIBRATION, calibration_votes
 
     ws = open_workspace(project)
+    names = [c.name for c in ws.config.annotators if not isinstance(c, RecordedAnnotator)
+             and (not annotator or c.name in annotator)]
+    total, voted = calibration_votes(ws, names)
+    missing = {name: n for name, n in voted.items() if n < MIN_CALIBRATION}
+    if missing or total < MIN_CALIBRATION:  # say so now, before building annotators (a classifier embeds all gold)
+        needs = {"ready": False, "calibration_items": total, "voted": voted, "needs": MIN_CALIBRATION}
+        if as_json:
+            emit(needs)
+            return
+        err.print(f"[yellow]calibrate asks nobody: it measures the votes already in the store, and needs at least "
+                  f"{MIN_CALIBRATION} calibration gold items voted by every annotator. Calibration gold: {total}; "
+                  "voted on: " + ", ".join(f"{k} {v}" for k, v in voted.items()) + ". "
+                  + ("`labeler import gold FILE` adds gold; " if total < MIN_CALIBRATION else "")
+                  + "`labeler run` asks every annotator about the calibration gold first, then the new items "
+                  "(`labeler run --limit 0` asks only the gold).[/]", highlight=False)
+        return
     askers, skipped = build_askers(ws, annotator)
-    summary = calibrate(ws, askers).summary() | {"skipped": skipped}
+    policy = calibrate(ws, askers)
+    summary = policy.summary() | {"skipped": skipped, "plan": gold_plan(ws, policy)}
     if as_json:
         emit(summary)
         return
@@ -165,6 +185,7 @@ def calibrate_command(project: ProjectOpt = None, annotator: AnnotatorOpt = None
     for stage, labels in summary.get("thresholds", {}).items():
         out.print(f"  after {stage}: " + ", ".join(
             f"{label} >= {t['confidence']:.4f} (calibrated {t['calibrated']:.3f})" for label, t in labels.items()))
+    print_plan(summary["plan"], ws.config.routing.target_accuracy)
 
 
 @command()
@@ -179,6 +200,8 @@ def replay(
         "Out of sample: calibrate on this share of the gold (drawn by --seed) and score what is accepted on the "
         "rest, as new items."))] = None,
     guarantee: Annotated[str, typer.Option(help="high_probability or expected (with --gold-share).")] = "high_probability",
+    items: Annotated[Optional[Path], typer.Option(help=(
+        "Write every item's decision here (task,label,state,confidence): gold by its fold, the rest as new items."))] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What-if: the cascade on historical votes, each vote bought one at a time."""
@@ -189,11 +212,21 @@ def replay(
     try:
         if gold_share is not None:
             result = holdout(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, gold_share,
-                             order, guarantee)
+                             order, guarantee, with_plan=True)
         else:
-            result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, order=order)
+            decided = [] if items is not None else None
+            result = run_replay(read_votes(votes), read_gold(gold), target_accuracy, confidence, seed, order=order,
+                                decisions=decided)
     except ValueError as exc:
         raise LabelerError(str(exc)) from exc
+    if items is not None and gold_share is None:
+        import csv
+
+        with open(items, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["task", "label", "state", "confidence"])
+            writer.writerows(decided)
+        err.print(f"Wrote {len(decided)} items to {items}")
     if as_json:
         emit(result)
         return
