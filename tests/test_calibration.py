@@ -237,3 +237,24 @@ def test_replay_out_of_sample_hides_gold_and_scores_what_it_accepted_there():
         assert result["auto_accuracy"] == pytest.approx(1 - result["accepted_wrong"] / result["accepted"], abs=1e-4)
         assert set(result["score_drift"]) == {"statistic", "p_value", "flagged"} and not result["score_drift"]["flagged"]
         assert result["gold_support"][0] >= 40 and result["guarantee"] == guarantee
+
+
+@needs_datasets
+def test_the_gold_plan_from_part_of_the_gold_predicts_what_more_gold_then_measures():
+    from routing.aggregate import read_gold, read_votes
+    from routing.plan import gold_plan
+    from routing.replay import holdout, prepare
+
+    records, gold = read_votes(DATASETS / "product" / "labels.csv"), read_gold(DATASETS / "product" / "gold.csv")
+    predictions, measured = [], []
+    for seed in range(4):
+        prep = prepare(records, gold, seed, "random")
+        n = len(prep.tasks)
+        calib = np.zeros(n, bool)
+        calib[prep.rng.permutation(n)[:int(round(0.3 * n))]] = True
+        policy = CascadePolicy(prep.label_names, 0.95, 0.9).fit(prep.paths[calib], prep.truth[calib])
+        paths, truth = policy.gold_
+        [row] = gold_plan(paths, truth, prep.label_names, 0.95, 0.9, "high_probability", sizes=[int(0.8 * n)], seed=seed)
+        predictions.append(row["auto_fraction"])
+        measured.append(holdout(records, gold, 0.95, 0.9, seed, 0.8, "random")["auto_fraction"])
+    assert abs(np.mean(predictions) - np.mean(measured)) <= 0.10, (predictions, measured)
