@@ -128,6 +128,7 @@ def test_eval_fits_an_80_column_terminal(tmp_path):
         labeler("import", "gold", write_file(tmp_path / "g.csv", "id,label\n" + gold), "-p", root)
         shown = labeler("eval", "-p", root, env={"COLUMNS": "80"}).stdout
     assert "accuracy 1.000" in shown and "recall: positive 1.000 · negative 1.000" in shown
+    assert "share at the target in hindsight 1.000 (no guarantee: see calibrate)" in shown  # not a certified share
     assert max(len(line) for line in shown.splitlines()) <= 80 and "…" not in shown
 
 

@@ -63,8 +63,9 @@ def _print_eval(report: dict) -> None:
         out.print(f"\n[bold]{name}[/] ({e['asked']} asked)", highlight=False)
         out.print(f"  accuracy {fmt(e['accuracy'])} · coverage {fmt(e['coverage'])} · macro-F1 {fmt(e['macro_f1'])}"
                   f" · kappa {fmt(e['kappa'])}", highlight=False)
-        out.print(f"  confidence: ECE {fmt(c['ece'])} · AUROC {fmt(c['auroc'])} · share acceptable at the target "
-                  f"{fmt(c['auto_share'])}", highlight=False)
+        out.print(f"  confidence: ECE {fmt(c['ece'])} · AUROC {fmt(c['auroc'])}", highlight=False)
+        out.print(f"  share at the target in hindsight {fmt(c['auto_share'])} (no guarantee: see calibrate)",
+                  highlight=False)
         out.print("  recall: " + " · ".join(f"{label} {fmt(v['recall'])}" for label, v in e["per_label"].items()),
                   highlight=False)
         out.print(f"  ${fmt(e['cost_per_1000'])} per 1,000 items · latency p50 {fmt(e['latency_ms']['p50'])} ms",
