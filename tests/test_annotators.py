@@ -394,3 +394,22 @@ def test_a_refused_connection_is_reported_as_one(tmp_path, server):
     assert list(away["errors"]) == ["ConnectionRefusedError (no answer from the server)"]
     assert "could not reach the server" in away["error_examples"][list(away["errors"])[0]]
     assert "InternalServerError" not in str(away)
+
+
+@needs_local
+@pytest.mark.once
+def test_embedding_many_texts_reports_its_progress(tmp_path, monkeypatch):
+    from labeler.annotators import local as local_llm
+    from labeler.annotators.classifier import PROGRESS_FROM, Embeddings
+
+    ws = open_workspace(write_project(tmp_path / "e"))
+    real, seen = local_llm.embed, []
+
+    def watched(texts, progress=None):
+        return real(texts, progress=lambda done: (seen.append(done), progress(done)))
+
+    monkeypatch.setattr(local_llm, "embed", watched)
+    texts = [f"headline number {k} about the weather" for k in range(PROGRESS_FROM + 10)]
+    vectors = Embeddings(ws)(texts)
+    assert vectors.shape[0] == len(texts) and seen and seen[-1] == len(texts) and seen == sorted(seen)
+    ws.engine.dispose()

@@ -137,7 +137,7 @@ class Embeddings:
                     self.memo[keys[key]] = np.frombuffer(base64.b64decode(response["f16"]), np.float16).astype(np.float32)
         todo = [t for t in missing if t not in self.memo]
         if todo:
-            vectors = self.model.embed(todo)
+            vectors = self._embed(todo)
             now = models.utcnow()
             with self.ws.session() as s:
                 insert_new(s, models.ResponseCache, [
@@ -145,6 +145,22 @@ class Embeddings:
                      "created_at": now} for t, v in zip(todo, vectors)])
             self.memo.update(zip(todo, vectors))
         return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """The model's embeddings, with a progress bar and a time estimate on the terminal when there are many."""
+        if len(texts) < PROGRESS_FROM:
+            return self.model.embed(texts)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("embedding texts for the classifier"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("embed", total=len(texts))
+            return self.model.embed(texts, progress=lambda done: bar.update(task, completed=done))
+
+
+PROGRESS_FROM = 50  # texts to embed before a progress bar is worth showing
 
 
 def cv_accuracy(make, x, labels: np.ndarray) -> float:

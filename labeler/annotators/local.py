@@ -92,8 +92,9 @@ def engine():
         return _engine
 
 
-def embed(texts: list[str]) -> np.ndarray:
-    """Embeddings of the texts (mean-pooled, L2-normalised rows), from a second context of the same model."""
+def embed(texts: list[str], progress=None) -> np.ndarray:
+    """Embeddings of the texts (mean-pooled, L2-normalised rows), from a second context of the same model.
+    `progress(done)` is called after each batch."""
     global _embedder
     with _engine_lock:
         if _embedder is None:
@@ -106,6 +107,8 @@ def embed(texts: list[str]) -> np.ndarray:
             if not isinstance(result, dict) or "data" not in result:
                 raise RuntimeError(f"local model error: {str(result)[:300]}")
             out += [row["embedding"] for row in sorted(result["data"], key=lambda r: r["index"])]
+            if progress is not None:
+                progress(len(out))
     vectors = np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
