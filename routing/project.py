@@ -52,6 +52,8 @@ class ProjectPolicy:
     reason: str | None = None  # why there is no policy
     skills: dict[str, float] = field(default_factory=dict)  # accuracy on calibration gold
     skill_counts: dict[str, int] = field(default_factory=dict)  # ... over this many items
+    # Per-label corrections of annotators' probabilities, by the folds whose gold they never saw.
+    corrections: dict[frozenset, dict[int, object]] = field(default_factory=dict)
 
     def worker(self, name: str, probs: dict | None) -> str:
         edges = self.bands.get(name)
@@ -167,15 +169,73 @@ def ordered_votes(policy: ProjectPolicy, votes: dict, item_ids: list[int], upto:
     return ordered
 
 
-def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> ProjectPolicy:
-    """`gold`: gold_of(ws), when the caller has it already."""
+MIN_CORRECTION = 50  # calibration gold items with probabilities a stage needs for its votes to be corrected
+
+
+def fit_corrections(policy: ProjectPolicy, votes: dict, gold_idx: dict[int, int]) -> None:
+    """Where an annotator gives probabilities over three or more labels, a multinomial logistic regression
+    from its log-probabilities to the gold label, for each set of folds left out: one fold (new items and
+    the gold of that fold, scored by that fold's model) and two (the gold the other folds' models are
+    counted on). So every corrected vote comes from a correction that never saw its item's label, and a
+    base model's leaning toward some labels is read out of its probabilities, not just its first answer."""
+    from sklearn.linear_model import LogisticRegression
+
+    K = len(policy.label_names)
+    if K < 3:
+        return
+    for s in range(len(policy.stages)):
+        rows = [(i, v[s][1]) for i, v in votes.items() if i in gold_idx and s in v and v[s][0] is not None
+                and v[s][1] and all(label in v[s][1] for label in policy.label_names)]
+        if len(rows) < MIN_CORRECTION:
+            continue
+        x = _log_probs(policy, [p for _, p in rows])
+        y, folds = np.array([gold_idx[i] for i, _ in rows]), np.array([fold_of(i) for i, _ in rows])
+        for left_out in [frozenset({f}) for f in range(FOLDS)] + \
+                [frozenset({f, g}) for f in range(FOLDS) for g in range(f + 1, FOLDS)]:
+            train = ~np.isin(folds, list(left_out))
+            if train.sum() >= MIN_CORRECTION and len(set(y[train])) >= 2:
+                policy.corrections.setdefault(left_out, {})[s] = LogisticRegression(max_iter=2000).fit(x[train], y[train])
+
+
+def _log_probs(policy: ProjectPolicy, probs: list[dict]) -> np.ndarray:
+    return np.log(np.clip([[p.get(label, 0.0) for label in policy.label_names] for p in probs], 1e-9, None))
+
+
+def corrected(policy: ProjectPolicy, votes: dict, items: list[int], left_out) -> dict:
+    """The items' votes with each correctable stage's label and probabilities read through the correction
+    that left out `left_out(item)`'s folds (votes elsewhere as they are)."""
+    if not policy.corrections:
+        return votes
+    out = {i: dict(votes.get(i, {})) for i in items}
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i in items:
+        for s, (label, probs) in out[i].items():
+            if label is not None and probs:
+                groups[(left_out(i), s)].append(i)
+    for (key, s), members in groups.items():
+        model = policy.corrections.get(key, {}).get(s)
+        if model is None:
+            continue
+        p = model.predict_proba(_log_probs(policy, [out[i][s][1] for i in members]))
+        for row, i in zip(p, members):
+            probs = {policy.label_names[int(c)]: float(q) for c, q in zip(model.classes_, row)}
+            out[i][s] = (max(probs, key=probs.get), probs)
+    return out
+
+
+def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None, correct: bool = True) -> ProjectPolicy:
+    """`gold`: gold_of(ws), when the caller has it already; `correct`: False reads votes as they are, without
+    the per-label corrections (bench/local_cascade.py measures what they buy)."""
     labels = ws.config.label_names
     gold = {i: g for i, g in (gold if gold is not None else gold_of(ws)).items() if g[1] == models.Split.calibration}
     votes = load_votes(ws, stages, list(gold))
     calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
     result = ProjectPolicy(stages, labels, bands={})
+    if correct:
+        fit_corrections(result, {i: votes[i] for i in calib}, {i: labels.index(gold[i][0]) for i in calib})
+    seen = corrected(result, votes, list(votes), lambda i: frozenset({fold_of(i)}))  # each out of its fold
     for s, stage in enumerate(stages):
-        top = [max(v[s][1].values()) for v in votes.values() if s in v and v[s][0] is not None and v[s][1]]
+        top = [max(v[s][1].values()) for v in seen.values() if s in v and v[s][0] is not None and v[s][1]]
         result.bands[stage.name] = list(np.quantile(top, [1 / 3, 2 / 3])) if len(top) >= 30 else []
         voted = [i for i in calib if votes[i][s][0] is not None]
         if voted:
@@ -189,16 +249,18 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> 
         return result
     target, confidence, guarantee = (ws.config.routing.target_accuracy, ws.config.routing.confidence,
                                      ws.config.routing.guarantee)
-    ordered = ordered_votes(result, votes, calib, len(stages) - 1)
     gold_idx = {i: labels.index(gold[i][0]) for i in calib}
     result.models = []
     for f in range(FOLDS):
         train = [i for i in calib if fold_of(i) != f] or calib  # a fold that is all the gold: no better choice
+        # The gold this fold's model is counted on, its votes corrected without their own fold's labels either.
+        ordered = ordered_votes(result, corrected(result, votes, train, lambda i: frozenset({f, fold_of(i)})), train,
+                                len(stages) - 1)
         pairs = [(v[0], v[1], gold_idx[i]) for i in train for v in ordered[i] if v is not None]
         result.models.append(ConfusionModel(len(labels)).fit(
             [w for w, _, _ in pairs], np.array([o for _, o, _ in pairs], np.int64),
             np.array([g for _, _, g in pairs], np.int64)))
-    paths = cross_fitted(result, ordered, calib)
+    paths = cross_fitted(result, votes, calib)
     result.policy = CascadePolicy(labels, target, confidence, guarantee).fit(paths, np.array([gold_idx[i] for i in calib]))
     if not result.ready:
         result.reason = (f"no confidence level reaches accuracy {target} with probability {confidence} on this gold"
@@ -207,11 +269,13 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None) -> 
     return result
 
 
-def cross_fitted(policy: ProjectPolicy, ordered: dict, item_ids: list[int]) -> Paths:
-    """Paths for these items, each scored by its fold's model; the futility bound holds for every fold."""
+def cross_fitted(policy: ProjectPolicy, votes: dict, item_ids: list[int]) -> Paths:
+    """Paths for these items from their votes so far, each scored by its fold's model (and its votes read
+    through its fold's corrections); the futility bound holds for every fold."""
     n, S, K = len(item_ids), len(policy.stages), len(policy.label_names)
     logits, active = np.zeros((n, S, K)), np.zeros((n, S), bool)
     folds = np.array([fold_of(i) for i in item_ids], dtype=np.int64)
+    ordered = ordered_votes(policy, corrected(policy, votes, item_ids, lambda i: frozenset({fold_of(i)})), item_ids, S - 1)
     for f, model in enumerate(policy.models):
         rows = np.nonzero(folds == f)[0]
         part = build_paths(model, [item_ids[r] for r in rows], ordered, S)
@@ -223,7 +287,7 @@ def cross_fitted(policy: ProjectPolicy, ordered: dict, item_ids: list[int]) -> P
 
 def scores(policy: ProjectPolicy, votes: dict, item_ids: list[int]) -> Paths:
     """Paths for these items from their votes so far (stages not yet asked are not reached)."""
-    return cross_fitted(policy, ordered_votes(policy, votes, item_ids, len(policy.stages) - 1), item_ids)
+    return cross_fitted(policy, votes, item_ids)
 
 
 def honeypots(gold: dict) -> dict[int, str]:

@@ -258,3 +258,36 @@ def test_the_gold_plan_from_part_of_the_gold_predicts_what_more_gold_then_measur
         predictions.append(row["auto_fraction"])
         measured.append(holdout(records, gold, 0.95, 0.9, seed, 0.8, "random")["auto_fraction"])
     assert abs(np.mean(predictions) - np.mean(measured)) <= 0.10, (predictions, measured)
+
+
+def test_per_label_corrections_read_a_skewed_models_probabilities_out_of_fold():
+    """A model that leans toward one label answers it for most items, but its probabilities still rank
+    the right label higher than the others do: the correction, fitted without the item's own fold, reads it."""
+    from routing.project import FOLDS, ProjectPolicy, Stage, corrected, fit_corrections, fold_of
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c", "d"]
+    policy = ProjectPolicy([Stage("gemma", 1, "v1")], labels, bands={})
+    truth, votes = {}, {}
+    for item in range(1, 401):
+        k = int(rng.integers(4))
+        logits = rng.normal(0, 0.5, 4) + np.array([2.0, 0, 0, 0])  # leans toward "a"
+        logits[k] += 1.5  # ...but the right label stands out against the rest
+        p = np.exp(logits) / np.exp(logits).sum()
+        votes[item] = {0: (labels[int(p.argmax())], dict(zip(labels, p.round(6).tolist())))}
+        truth[item] = k
+    raw = np.mean([labels.index(votes[i][0][0]) == truth[i] for i in votes])
+    fit_corrections(policy, votes, truth)
+    assert set(policy.corrections) == {frozenset({f}) for f in range(FOLDS)} | \
+        {frozenset({f, g}) for f in range(FOLDS) for g in range(f + 1, FOLDS)}
+    read = corrected(policy, votes, list(votes), lambda i: frozenset({fold_of(i)}))
+    fixed = np.mean([labels.index(read[i][0][0]) == truth[i] for i in votes])
+    assert raw < 0.55 and fixed > raw + 0.2, (raw, fixed)
+    assert abs(sum(read[1][0][1].values()) - 1) < 1e-6 and votes[1][0] != read[1][0]  # the store's vote untouched
+    from sklearn.linear_model import LogisticRegression
+
+    for f in range(FOLDS):  # each correction was fitted on exactly the items outside the folds it leaves out
+        outside = [i for i in votes if fold_of(i) != f]
+        x = np.log(np.clip([[votes[i][0][1][k] for k in labels] for i in outside], 1e-9, None))
+        again = LogisticRegression(max_iter=2000).fit(x, [truth[i] for i in outside])
+        assert np.allclose(again.coef_, policy.corrections[frozenset({f})][0].coef_)

@@ -164,7 +164,10 @@ def calibrate_command(project: ProjectOpt = None, annotator: AnnotatorOpt = None
     total, voted = calibration_votes(ws, names)
     missing = {name: n for name, n in voted.items() if n < MIN_CALIBRATION}
     if missing or total < MIN_CALIBRATION:  # say so now, before building annotators (a classifier embeds all gold)
-        needs = {"ready": False, "calibration_items": total, "voted": voted, "needs": MIN_CALIBRATION}
+        fewest = min([total, *voted.values()])
+        needs = {"ready": False, "calibration_items": total, "voted": voted, "needs": MIN_CALIBRATION,
+                 "reason": f"at most {fewest} calibration gold items voted by every annotator; "
+                           f"at least {MIN_CALIBRATION} are needed"}
         if as_json:
             emit(needs)
             return
