@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("datasets", nargs="*", default=["weather", "topics"])
     args = parser.parse_args()
     from prompts.annotators import build_askers
-    from routing.flow import run_project, stages_of
-    from routing.project import fit_policy, gold_of
+    from routing.flow import fit_policy, run_project, stages_of
+    from routing.store import gold_of
 
     print(f"{'set':8} {'target':>6} {'corrected':>9} {'auto':>6} {'accuracy':>8} {'gold':>5}")
     for name in args.datasets:

@@ -23,51 +23,21 @@ import time
 from typing import Callable
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
 
 from labeler.annotators.recorded import load_recorded
 from labeler.annotators.runner import Budget, pending_items, run_askers, spend
 from labeler.config import RecordedAnnotator
 from labeler.store import models
-from labeler.store.engine import upsert
 from labeler.store.models import State, utcnow
 from labeler.store.workspace import Workspace
+from routing import project, store
 from routing.calibration import score_drift
-from routing.project import (
-    ProjectPolicy,
-    Stage,
-    fit_policy,
-    gold_of,
-    honeypot_check,
-    honeypots,
-    load_votes,
-    scores,
-)
+from routing.project import ProjectPolicy, Stage, honeypots, scores
+from routing.store import gold_of, items_to_label, load_votes
 
 SETTLED = (State.gold, State.confirmed, State.escalated)
-# A run writes a decision only over one that machines own: no reviewer has it leased or answered.
-# (No IN list: the write is an executemany, which takes no expanding parameters.)
-MACHINE_OWNED = (((models.Decision.state == State.auto) | (models.Decision.state == State.needs_review))
-                 & (models.Decision.review_count == 0))
 HONEYPOT_SHARE = 0.05  # honeypots per stage, as a share of the items asked (at least MIN_HONEYPOTS)
 MIN_HONEYPOTS = 10
-
-
-def items_to_label(ws: Workspace, limit: int | None = None) -> list[int]:
-    """Items without gold and without a human decision (nor a reviewer at work on them), in import order."""
-    Item, Gold, Decision = models.Item, models.GoldLabel, models.Decision
-    with ws.session() as s:
-        query = (
-            select(Item.id)
-            .outerjoin(Gold, Gold.item_id == Item.id)
-            .outerjoin(Decision, Decision.item_id == Item.id)
-            .where(Item.project_id == ws.project_id, Gold.item_id.is_(None),
-                   Decision.state.is_(None) | MACHINE_OWNED)
-            .order_by(Item.id)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        return list(s.scalars(query))
 
 
 def estimate(ws: Workspace, askers: list, limit: int | None = None) -> dict:
@@ -88,12 +58,18 @@ def stages_of(askers: list) -> list[Stage]:
 
 
 def unseen_honeypots(ws: Workspace, stage: Stage, gold: dict, count: int, seed: int) -> list[int]:
-    with ws.session() as s:
-        seen = set(s.scalars(select(models.Vote.item_id).where(
-            models.Vote.annotator_id == stage.annotator_id, models.Vote.version == stage.version)))
-    fresh = sorted(set(honeypots(gold)) - seen)
+    fresh = sorted(set(honeypots(gold)) - store.voted_by(ws, stage))
     random.Random(seed).shuffle(fresh)
     return fresh[:count]
+
+
+def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None, correct: bool = True) -> ProjectPolicy:
+    """routing.project.fit on this project's calibration gold and its votes. `gold`: gold_of(ws), when the
+    caller has it already."""
+    gold = gold if gold is not None else gold_of(ws)
+    calibration = [i for i, g in gold.items() if g[1] == models.Split.calibration]
+    return project.fit(stages, ws.config.label_names, load_votes(ws, stages, calibration), gold, ws.config.routing,
+                       correct)
 
 
 def calibrate(ws: Workspace, askers: list) -> ProjectPolicy:
@@ -115,11 +91,9 @@ def gold_plan(ws: Workspace, policy: ProjectPolicy) -> dict | None:
     voted = [i for i in todo if votes.get(i)]
     result["experts_next"] = []
     if voted:
-        nearest = nearest_the_level(scores(policy, votes, voted).best(), level)
-        with ws.session() as s:
-            names = dict(s.execute(select(models.Item.id, models.Item.external_id)
-                                   .where(models.Item.id.in_([voted[k] for k in nearest]))).all())
-        result["experts_next"] = [names[voted[k]] for k in nearest]
+        nearest = [voted[k] for k in nearest_the_level(scores(policy, votes, voted).best(), level)]
+        names = store.external_ids(ws, nearest)
+        result["experts_next"] = [names[i] for i in nearest]
     return result
 
 
@@ -130,11 +104,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     passes one that hands batches to workers and waits for them."""
     started = time.perf_counter()
     recorded = {c.name: load_recorded(ws, c) for c in ws.config.annotators if isinstance(c, RecordedAnnotator)}
-    with ws.session() as s:
-        run = models.Run(project_id=ws.project_id, kind="run")
-        s.add(run)
-        s.flush()
-        run_id = run.id
+    run_id = store.start_run(ws)
     stages = stages_of(askers)
     gold = gold_of(ws)
     calibration = sorted(i for i, g in gold.items() if g[1] == models.Split.calibration)
@@ -154,16 +124,17 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
 
     reports = {r.name: r for r in ask(askers, calibration)}
     policy = fit_policy(ws, stages, gold=gold)
-    open_items, accepted, bad_days, honeypots, futile = list(todo), {}, {}, {}, 0
+    open_items, accepted, bad_days, checks, futile = list(todo), {}, {}, {}, 0
     for s, asker in enumerate(askers):
         if not open_items:
             break
         hp = unseen_honeypots(ws, stages[s], gold, max(MIN_HONEYPOTS, int(HONEYPOT_SHARE * len(open_items))), run_id)
         for r in ask([asker], open_items + hp):
             _merge(reports, r)
-        check = honeypot_check(ws, policy, s, run_id, gold)
+        answers = load_votes(ws, [stages[s]], list(honeypots(gold)), run_id=run_id)
+        check = project.honeypot_check(policy, s, {i: v[0][0] for i, v in answers.items()}, gold)
         if check:
-            honeypots[asker.name] = check
+            checks[asker.name] = check
             if check.get("bad_day"):
                 bad_days[asker.name] = asker.annotator_id
         if not policy.ready:
@@ -191,18 +162,16 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         "annotators": [r.as_dict() for r in reports.values()],
         "recorded": recorded,
         "policy": policy.summary(),
-        "honeypots": honeypots,
+        "honeypots": checks,
         "bad_day": sorted(bad_days),
-        "guideline_suspects": guideline_suspects(ws, stages, run_id, gold),
+        "guideline_suspects": _guideline_suspects(ws, stages, run_id, gold),
         "decisions": decisions,
         "sent_to_review_early": futile,
         "score_drift": drift,
         "budget": budget.as_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
-    with ws.session() as s:
-        row = s.get(models.Run, run_id)
-        row.finished_at, row.stats = utcnow(), result
+    store.finish_run(ws, run_id, result)
     return result
 
 
@@ -220,11 +189,9 @@ def _score_drift(ws: Workspace, policy: ProjectPolicy, items: list[int], set_asi
     gold = gold_paths.ease(policy.policy.lambda_)
     drift = score_drift(gold, new)
     if drift and drift["flagged"]:
-        unlike = np.argsort(-np.abs(new - float(np.median(gold))))[:20]
-        with ws.session() as s:
-            names = dict(s.execute(select(models.Item.id, models.Item.external_id)
-                                   .where(models.Item.id.in_([asked[k] for k in unlike]))).all())
-        drift["propose_for_gold"] = [names[asked[k]] for k in unlike]
+        unlike = [asked[k] for k in np.argsort(-np.abs(new - float(np.median(gold))))[:20]]
+        names = store.external_ids(ws, unlike)
+        drift["propose_for_gold"] = [names[i] for i in unlike]
     return drift
 
 
@@ -273,15 +240,7 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
         rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
                      "method": method if guess is not None else "majority", "updated_at": now,
                      "details": {"run": run_id, "reason": policy.reason or machine["reason"], "machine": machine}})
-    with ws.session() as s:
-        # Conditional, in one statement: a reviewer who took or answered an item during the run keeps it.
-        upsert(s, models.Decision, rows, keys=["item_id"], where=MACHINE_OWNED)
-        Decision = models.Decision
-        states = dict(s.execute(
-            select(Decision.state, func.count()).join(models.Item, models.Item.id == Decision.item_id)
-            .where(models.Item.project_id == ws.project_id, Decision.details["run"].as_integer() == run_id,
-                   Decision.state.in_([State.auto, State.needs_review]))
-            .group_by(Decision.state)).all())
+    states = store.write_decisions(ws, rows, run_id)
     _gold_views(ws, policy, set_aside)
     counts = {state.value: n for state, n in sorted(states.items(), key=lambda kv: kv[0].value)}
     kept = len(items) - sum(counts.values())
@@ -302,20 +261,12 @@ def _gold_views(ws: Workspace, policy: ProjectPolicy, set_aside: set) -> None:
     asked, review = _live_path(ws, policy, votes, gold)
     seen = {i: {s: v for s, v in votes[i].items() if s < asked[n]} for n, i in enumerate(gold)}
     paths = scores(policy, seen, gold) if policy.models is not None else None
-    views = []
+    views = {}
     for n, item_id in enumerate(gold):
         label, confidence = _fallback(policy, seen[item_id], paths, n)
-        views.append({"key": item_id, "machine": {
-            "label": label, "confidence": confidence, "review": bool(review[n]), "asked": _asked(policy, seen[item_id]),
-            "reason": _why(policy, seen[item_id]) if review[n] else None}})
-    Decision = models.Decision
-    with ws.session() as s:
-        details = dict(s.execute(select(Decision.item_id, Decision.details).where(Decision.item_id.in_(gold))).all())
-        rows = [{"key": v["key"], "details": dict(details.get(v["key"]) or {}, machine=v["machine"])}
-                for v in views if v["key"] in details]
-        if rows:
-            s.connection().execute(update(Decision.__table__).where(Decision.__table__.c.item_id == bindparam("key"))
-                                   .values(details=bindparam("details")), rows)
+        views[item_id] = {"label": label, "confidence": confidence, "review": bool(review[n]),
+                          "asked": _asked(policy, seen[item_id]), "reason": _why(policy, seen[item_id]) if review[n] else None}
+    store.write_machine_views(ws, views)
 
 
 def _live_path(ws: Workspace, policy: ProjectPolicy, votes: dict, items: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -352,16 +303,9 @@ def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | 
     return best, round(labels.count(best) / len(labels), 6)
 
 
-def guideline_suspects(ws: Workspace, stages: list[Stage], run_id: int, gold: dict) -> list[str]:
-    """Honeypots that every annotator got wrong in this run: likely a guideline problem."""
-    gold = honeypots(gold)
-    if len(stages) < 2:
-        return []
-    votes = load_votes(ws, stages, list(gold))
-    with ws.session() as s:
-        this_run = set(s.scalars(select(models.Vote.item_id).where(models.Vote.run_id == run_id)))
-        names = dict(s.execute(select(models.Item.id, models.Item.external_id).where(models.Item.id.in_(list(gold)))).all())
-    return sorted(
-        names[i] for i, by_stage in votes.items()
-        if i in this_run and len(by_stage) == len(stages) and all(lab is not None and lab != gold[i] for lab, _ in by_stage.values())
-    )
+def _guideline_suspects(ws: Workspace, stages: list[Stage], run_id: int, gold: dict) -> list[str]:
+    """The external ids of honeypots that every annotator got wrong, of those asked in this run."""
+    in_run = load_votes(ws, stages, list(honeypots(gold)), run_id=run_id)
+    suspects = project.guideline_suspects(len(stages), load_votes(ws, stages, list(in_run)), gold)
+    names = store.external_ids(ws, suspects)
+    return sorted(names[i] for i in suspects)

@@ -1,4 +1,5 @@
-"""The cascade on a project: a worker model and policy from calibration gold, honeypot checks.
+"""The cascade on a project: a worker model and policy from calibration gold, honeypot checks. Pure:
+what it needs from the store comes in as arguments (routing.store reads it; routing.flow runs it).
 
 Stages are the project's annotators, cheapest first. An annotator's votes are split into
 confidence bands (terciles of its top probability on gold) and each band is its own worker in
@@ -18,10 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import binomtest
-from sqlalchemy import func, select
 
 from labeler.store import models
-from labeler.store.workspace import Workspace
 from routing.cascade import CascadePolicy, ConfusionModel, Paths, build_paths
 
 MIN_CALIBRATION = 20  # fewer calibration gold items than this: no policy, everything is reviewed
@@ -104,55 +103,6 @@ class ProjectPolicy:
         return data
 
 
-def load_votes(ws: Workspace, stages: list[Stage], item_ids: list[int], set_aside: set = frozenset()) -> dict:
-    """item -> {stage index: (label, probs)} for each stage's annotator at its version.
-
-    `set_aside` holds (annotator id, run id) pairs whose votes are ignored (bad days)."""
-    Vote = models.Vote
-    keys = {(s.annotator_id, s.version): i for i, s in enumerate(stages)}
-    wanted = set(item_ids)
-    out: dict[int, dict] = defaultdict(dict)
-    with ws.session() as s:
-        rows = s.execute(
-            select(Vote.item_id, Vote.annotator_id, Vote.version, Vote.label, Vote.probs, Vote.run_id)
-            .where(Vote.annotator_id.in_([st.annotator_id for st in stages]))
-        ).all()
-    for item_id, annotator_id, version, label, probs, run_id in rows:
-        stage = keys.get((annotator_id, version))
-        if stage is None or item_id not in wanted:
-            continue
-        # A set-aside vote still marks the stage as reached, but tells nothing.
-        out[item_id][stage] = (None, None) if (annotator_id, run_id) in set_aside else (label, probs)
-    return out
-
-
-def calibration_votes(ws: Workspace, names: list[str]) -> tuple[int, dict[str, int]]:
-    """The calibration gold items, and how many of them each named annotator has voted on (any version):
-    what `calibrate` can measure without asking anybody."""
-    Vote, Gold, Item, Annotator = models.Vote, models.GoldLabel, models.Item, models.Annotator
-    with ws.session() as s:
-        total = s.scalar(select(func.count()).select_from(Gold).join(Item, Item.id == Gold.item_id)
-                         .where(Item.project_id == ws.project_id, Gold.split == models.Split.calibration))
-        voted = dict(s.execute(
-            select(Annotator.name, func.count(func.distinct(Vote.item_id))).join(Vote, Vote.annotator_id == Annotator.id)
-            .join(Gold, Gold.item_id == Vote.item_id)
-            .where(Annotator.project_id == ws.project_id, Annotator.name.in_(names), Gold.split == models.Split.calibration)
-            .group_by(Annotator.name)).all())
-    return total, {name: voted.get(name, 0) for name in names}
-
-
-def gold_of(ws: Workspace) -> dict[int, tuple[str, models.Split]]:
-    with ws.session() as s:
-        return {
-            item_id: (label, split)
-            for item_id, label, split in s.execute(
-                select(models.GoldLabel.item_id, models.GoldLabel.label, models.GoldLabel.split)
-                .join(models.Item, models.Item.id == models.GoldLabel.item_id)
-                .where(models.Item.project_id == ws.project_id)
-            )
-        }
-
-
 def ordered_votes(policy: ProjectPolicy, votes: dict, item_ids: list[int], upto: int) -> dict:
     """Per item, its votes by stage as (worker, label index) or None (abstained), up to a stage."""
     index = {name: k for k, name in enumerate(policy.label_names)}
@@ -223,12 +173,12 @@ def corrected(policy: ProjectPolicy, votes: dict, items: list[int], left_out) ->
     return out
 
 
-def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None, correct: bool = True) -> ProjectPolicy:
-    """`gold`: gold_of(ws), when the caller has it already; `correct`: False reads votes as they are, without
-    the per-label corrections (bench/local_cascade.py measures what they buy)."""
-    labels = ws.config.label_names
-    gold = {i: g for i, g in (gold if gold is not None else gold_of(ws)).items() if g[1] == models.Split.calibration}
-    votes = load_votes(ws, stages, list(gold))
+def fit(stages: list[Stage], labels: list[str], votes: dict, gold: dict, routing, correct: bool = True) -> ProjectPolicy:
+    """The worker model and the policy from the calibration gold's votes (`votes`: routing.store.load_votes;
+    `gold`: item -> (label, split), routing.store.gold_of; `routing`: the project's routing settings).
+    `correct`: False reads votes as they are, without the per-label corrections (bench/local_cascade.py
+    measures what they buy)."""
+    gold = {i: g for i, g in gold.items() if g[1] == models.Split.calibration}
     calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
     result = ProjectPolicy(stages, labels, bands={})
     if correct:
@@ -247,8 +197,7 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None, cor
     if len(calib) < MIN_CALIBRATION:
         result.reason = f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
         return result
-    target, confidence, guarantee = (ws.config.routing.target_accuracy, ws.config.routing.confidence,
-                                     ws.config.routing.guarantee)
+    target, confidence, guarantee = routing.target_accuracy, routing.confidence, routing.guarantee
     gold_idx = {i: labels.index(gold[i][0]) for i in calib}
     result.models = []
     for f in range(FOLDS):
@@ -295,17 +244,12 @@ def honeypots(gold: dict) -> dict[int, str]:
     return {i: g[0] for i, g in gold.items() if g[1] == models.Split.honeypot}
 
 
-def honeypot_check(ws: Workspace, policy: ProjectPolicy, stage: int, run_id: int, gold: dict) -> dict | None:
-    """This run's honeypot votes of one stage's annotator against its calibrated accuracy."""
+def honeypot_check(policy: ProjectPolicy, stage: int, answers: dict[int, str | None], gold: dict) -> dict | None:
+    """This run's honeypot answers of one stage's annotator (`answers`: item -> label) against its
+    calibrated accuracy: a one-sided binomial test, significant at HONEYPOT_ALPHA, is a bad day."""
     st = policy.stages[stage]
     gold = honeypots(gold)
-    with ws.session() as s:
-        rows = s.execute(
-            select(models.Vote.item_id, models.Vote.label).where(
-                models.Vote.annotator_id == st.annotator_id, models.Vote.version == st.version,
-                models.Vote.run_id == run_id, models.Vote.item_id.in_(list(gold)),
-            )
-        ).all()
+    rows = [(i, label) for i, label in answers.items() if i in gold]
     if not rows:
         return None
     right = sum(label == gold[item_id] for item_id, label in rows)
@@ -317,3 +261,14 @@ def honeypot_check(ws: Workspace, policy: ProjectPolicy, stage: int, run_id: int
         p_value = binomtest(right, len(rows), (expected * n + 1) / (n + 2), alternative="less").pvalue
         result |= {"p_value": round(float(p_value), 6), "bad_day": bool(p_value < HONEYPOT_ALPHA)}
     return result
+
+
+def guideline_suspects(n_stages: int, this_run: dict, gold: dict) -> list[int]:
+    """Honeypots that every annotator got wrong in this run (`this_run`: item -> {stage: (label, probs)}):
+    likely a guideline problem."""
+    gold = honeypots(gold)
+    if n_stages < 2:
+        return []
+    return sorted(i for i, by_stage in this_run.items()
+                  if i in gold and len(by_stage) == n_stages
+                  and all(lab is not None and lab != gold[i] for lab, _ in by_stage.values()))

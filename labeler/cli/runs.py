@@ -156,7 +156,8 @@ def calibrate_command(project: ProjectOpt = None, annotator: AnnotatorOpt = None
     from labeler.config import RecordedAnnotator
     from prompts.annotators import build_askers
     from routing.flow import calibrate, gold_plan
-    from routing.project import MIN_CALIBRATION, calibration_votes
+    from routing.project import MIN_CALIBRATION
+    from routing.store import calibration_votes
 
     ws = open_workspace(project)
     names = [c.name for c in ws.config.annotators if not isinstance(c, RecordedAnnotator)
