@@ -104,7 +104,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     passes one that hands batches to workers and waits for them."""
     started = time.perf_counter()
     recorded = {c.name: load_recorded(ws, c) for c in ws.config.annotators if isinstance(c, RecordedAnnotator)}
-    run_id = store.start_run(ws)
+    run_id, number = store.start_run(ws)
     stages = stages_of(askers)
     gold = gold_of(ws)
     calibration = sorted(i for i, g in gold.items() if g[1] == models.Split.calibration)
@@ -158,6 +158,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
     drift = _score_drift(ws, policy, todo, {(a, run_id) for a in bad_days.values()})
     result = {
         "run_id": run_id,
+        "run": number,  # the project's first run is 1, whatever else the store holds
         "items": len(todo),
         "annotators": [r.as_dict() for r in reports.values()],
         "recorded": recorded,

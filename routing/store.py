@@ -100,12 +100,15 @@ def external_ids(ws: Workspace, item_ids: list[int]) -> dict[int, str]:
         return dict(s.execute(select(models.Item.id, models.Item.external_id).where(models.Item.id.in_(list(item_ids)))).all())
 
 
-def start_run(ws: Workspace) -> int:
+def start_run(ws: Workspace) -> tuple[int, int]:
+    """A new labeling run: its row id, and its number as the project's user counts them (1 for the first)."""
     with ws.session() as s:
         run = models.Run(project_id=ws.project_id, kind="run")
         s.add(run)
         s.flush()
-        return run.id
+        number = s.scalar(select(func.count()).select_from(models.Run).where(
+            models.Run.project_id == ws.project_id, models.Run.kind == "run", models.Run.id <= run.id))
+        return run.id, number
 
 
 def finish_run(ws: Workspace, run_id: int, stats: dict) -> None:

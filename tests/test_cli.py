@@ -87,6 +87,11 @@ def test_demo_runs_the_whole_loop_with_the_embedded_annotators(tmp_path):
     assert gemma_votes[0]["version"] == "v1"
     assert sum(v["probs"] is not None for v in gemma_votes) > 0.9 * len(gemma_votes)  # from logprobs
     assert authenticate(open_workspace(root), "demo", password) is not None  # only its hash is stored
+    # The next commands run as printed, from the folder it says, with no environment activated.
+    command = re.search(r"^  (.+) export -o labels.csv ", tail, re.MULTILINE).group(1)
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    ran = subprocess.run(f"{command} export -o labels.csv", shell=True, cwd=root, env=bare, capture_output=True, text=True)
+    assert ran.returncode == 0 and (root / "labels.csv").read_text().startswith("id,"), ran.stderr
     again = labeler("demo", cwd=tmp_path, check=False)  # the folder is taken: said so, nothing overwritten
     assert again.returncode == 1 and "already holds a project" in again.stderr
 
@@ -154,3 +159,12 @@ def test_prompt_calibrate_and_run_commands(tmp_path):
         assert ran["decisions"] == {"needs_review": 5}
         human = labeler("run", "-p", root)
         assert "no automatic labels" in human.stderr and "needs_review 11" in human.stdout
+
+
+def test_init_prints_next_steps_that_run_as_printed(tmp_path):
+    made = labeler("init", tmp_path / "p", "--items", write_file(tmp_path / "i.csv", "id,text\n1,fine\n"))
+    step = re.search(r"; (\S+(?: -m labeler\.cli)?) import items (\S+)\.", " ".join(made.stderr.split())).group(0)
+    command = step[2:-1]
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    ran = subprocess.run(command, shell=True, cwd=tmp_path / "p", env=bare, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr

@@ -99,3 +99,19 @@ def test_status_lists_only_the_annotators_in_the_project_file(project_dir, store
     (project_dir / "labeler.yaml").write_text(yaml)
     again = open_workspace(project_dir, url=store_url)
     assert [a["name"] for a in project_status(again)["annotators"]] == ["clf"]  # tfidf's votes stay, unlisted
+
+
+def test_the_export_format_follows_the_files_extension(tmp_path):
+    """`-o labels.csv` wrote JSONL, and `-o x.parquet` JSONL silently."""
+    from tests.test_cli import labeler
+
+    root = write_project(tmp_path / "p")
+    labeler("import", "items", write_file(tmp_path / "i.csv", "id,text\na,fine\nb,bad\n"), "-p", root)
+    labeler("export", "-o", tmp_path / "labels.csv", "-p", root)
+    assert (tmp_path / "labels.csv").read_text().splitlines()[0].startswith("id,")  # a CSV header, not JSON
+    labeler("export", "-o", tmp_path / "labels.ndjson", "-p", root)
+    assert json.loads((tmp_path / "labels.ndjson").read_text().splitlines()[0])["id"] == "a"
+    refused = labeler("export", "-o", tmp_path / "x.parquet", "-p", root, check=False)
+    assert refused.returncode == 1 and "unknown format '.parquet'" in refused.stderr and not (tmp_path / "x.parquet").exists()
+    labeler("export", "-o", tmp_path / "forced.txt", "--format", "csv", "-p", root)  # said outright: as told
+    assert (tmp_path / "forced.txt").read_text().startswith("id,")

@@ -212,3 +212,13 @@ def test_calibrate_says_what_it_needs_first_then_what_more_gold_would_buy(tmp_pa
     assert plan["experts_next"] == []  # no new item has votes yet
     text = labeler("calibrate", "-p", ws.project.root).stdout
     assert "this gold certifies targets up to" in text and "with more gold, at 0.95" in text
+
+
+def test_runs_are_numbered_as_the_project_counts_them(tmp_path, server):
+    """The first run of a fresh project was called "run 4" (the store's row id, classifier trainings counted)."""
+    ws = make_project(tmp_path, server, [("cheap", "noisy-0.15", 0)], n_items=260, calibration=200, honeypots=0)
+    with ws.session() as s:  # another project's runs and other kinds of run share the table
+        s.add_all([models.Run(project_id=ws.project_id, kind="train"), models.Run(project_id=ws.project_id, kind="train")])
+    first = run_project(ws, build_askers(ws)[0])
+    second = run_project(ws, build_askers(ws)[0])
+    assert (first["run"], second["run"]) == (1, 2) and first["run_id"] > 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,10 +45,23 @@ def init(
     """Create a working project: labeler.yaml and a guideline template."""
     root = scaffold.init_project(directory, name, items, gold)
     err.print(f"Created project [bold]{root.name}[/] in {root}")
+    me = runnable_command(root)
     steps = ["edit labeler.yaml (label definitions) and guidelines.md"]
-    steps += [f"labeler import items {Path(items).resolve()}"] if items else ["labeler import items FILE"]
-    steps += [f"labeler import gold {Path(gold).resolve()}"] if gold else []
-    err.print("Next, in that folder: " + "; ".join(steps) + ".", highlight=False)
+    steps += [f"{me} import items {Path(items).resolve()}"] if items else [f"{me} import items FILE"]
+    steps += [f"{me} import gold {Path(gold).resolve()}"] if gold else []
+    err.print("Next, in that folder: " + "; ".join(steps) + ".", highlight=False, soft_wrap=True)
+
+
+def runnable_command(cwd: Path) -> str:
+    """How to run `labeler` from `cwd` as things are: its name where the shell finds this very command,
+    else the script beside this Python (a virtual environment not activated), else this Python's -m."""
+    beside = Path(sys.executable).parent / "labeler"
+    found = shutil.which("labeler")
+    if found and beside.is_file() and Path(found).resolve() == beside.resolve():
+        return "labeler"
+    if beside.is_file():
+        return min(os.path.relpath(beside, Path(cwd).resolve()), str(beside.absolute()), key=len)
+    return f"{sys.executable} -m labeler.cli"
 
 
 DEMO_FOLDER = Path("labeler-demo")
@@ -97,12 +111,13 @@ def demo(
               f"{states['needs_review']} wait for review. {steps['seconds']} s in all.")
     folder = Path(root).resolve()
     here = folder if folder == Path.cwd().resolve() else os.path.relpath(folder)
+    me = runnable_command(folder)
     out.print("\nLook at the result:", highlight=False)
-    out.print(f"  cd {here}", highlight=False)
-    out.print("  labeler serve                    # the review UI: http://127.0.0.1:8000/", highlight=False)
-    out.print(f"                                   # log in as {DEMO_REVIEWER} / {password}", highlight=False)
-    out.print("  labeler eval --report eval.html  # each annotator measured on gold, with plots", highlight=False)
-    out.print("  labeler export -o labels.csv     # every label with its confidence and votes", highlight=False)
+    out.print(f"  cd {here}", highlight=False, soft_wrap=True)
+    out.print(f"  {me} serve                    # the review UI: http://127.0.0.1:8000/", highlight=False, soft_wrap=True)
+    out.print(f"  {' ' * len(me)}                          # log in as {DEMO_REVIEWER} / {password}", highlight=False)
+    out.print(f"  {me} eval --report eval.html  # each annotator measured on gold, with plots", highlight=False, soft_wrap=True)
+    out.print(f"  {me} export -o labels.csv     # every label with its confidence and votes", highlight=False, soft_wrap=True)
 
 
 # --- import -------------------------------------------------------------------------------
@@ -218,11 +233,13 @@ def _print_status(data: dict) -> None:
 @command()
 def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="jsonl or csv (default: the output file's extension; jsonl on stdout).")] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write one row per item: id, label, confidence, state and provenance (votes, versions)."""
+    fmt = fmt or (exporting.format_of(output) if output is not None else "jsonl")
     if fmt not in exporting.FORMATS:
         raise LabelerError(f"unknown format {fmt!r}; use jsonl or csv")
     ws = open_workspace(project, read_only=True)

@@ -22,7 +22,7 @@ def print_score_drift(drift: dict | None) -> None:
 
 
 def print_run(report: dict) -> None:
-    table = Table(title=f"run {report['run_id']}: {report['items']} items in {report['seconds']} s")
+    table = Table(title=f"run {report.get('run', report['run_id'])}: {report['items']} items in {report['seconds']} s")
     for column in ("annotator", "version", "asked", "votes", "abstained", "failed", "cost"):
         table.add_column(column, justify="left" if column in ("annotator", "version") else "right")
     for a in report["annotators"]:

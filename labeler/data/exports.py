@@ -10,6 +10,7 @@ from typing import Any, Iterator, TextIO
 
 from sqlalchemy import func, select, text
 
+from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.workspace import Workspace
 
@@ -125,8 +126,22 @@ def _cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def format_of(path: Path) -> str:
+    """The export format a file's extension names; an unknown one is an error, never JSONL by default."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise LabelerError(f"{path}: unknown format {suffix or '(no extension)'!r}; name a .jsonl or .csv file, "
+                           "or give --format")
+    return EXTENSIONS[suffix]
+
+
 def export_to_path(ws: Workspace, path: Path, fmt: str | None = None, progress=None) -> int:
-    fmt = fmt or Path(path).suffix.lstrip(".").lower()
+    fmt = fmt or format_of(path)
+    if fmt not in FORMATS:  # before the file is opened: a bad format leaves no empty file behind
+        raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
     with Path(path).open("w", encoding="utf-8", newline="") as out:
         return write_export(ws, out, fmt, progress)
 
