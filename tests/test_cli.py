@@ -168,3 +168,24 @@ def test_init_prints_next_steps_that_run_as_printed(tmp_path):
     bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
     ran = subprocess.run(command, shell=True, cwd=tmp_path / "p", env=bare, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
+
+
+def test_init_warns_of_rare_labels_and_keeps_honeypots_when_the_gold_has_no_split(tmp_path):
+    """A typo `meh` became a label, `cant_tell` from 2 rows too, and all gold calibrated: the honeypot check off."""
+    rows = "".join(f"{k},text {k},{'good' if k % 2 else 'bad'}\n" for k in range(200)) + "900,x,meh\n901,y,cant_tell\n902,z,cant_tell\n"
+    gold = write_file(tmp_path / "gold.csv", "id,text,label\n" + rows)
+    made = labeler("init", tmp_path / "p", "--gold", gold)
+    said = " ".join(made.stderr.split())
+    assert "rare labels" in said and "'meh' (1 row)" in said and "'cant_tell' (2 rows)" in said and "'good'" not in said
+    step = re.search(r"; (\S+(?: -m labeler\.cli)?) import gold (\S+) --honeypot-share 0\.15\.", said).group(0)[2:-1]
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
+    ran = subprocess.run(step, shell=True, cwd=tmp_path / "p", env=bare, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    splits = json.loads(labeler("status", "--json", "-p", tmp_path / "p").stdout)["gold"]
+    assert 15 <= splits["honeypot"] <= 50 and splits["honeypot"] + splits["calibration"] == 203
+    again = labeler("import", "gold", gold, "-p", tmp_path / "p")  # the same rows: the same splits, by their ids
+    assert json.loads(labeler("status", "--json", "-p", tmp_path / "p").stdout)["gold"] == splits
+    other = tmp_path / "q"
+    labeler("init", other, "--gold", gold)
+    plain = labeler("import", "gold", gold, "-p", other)
+    assert "no honeypots" in " ".join(plain.stderr.split()) and "no honeypots" not in again.stderr

@@ -190,6 +190,18 @@ def test_a_run_ends_with_a_certificate_and_a_score_drift_check(tmp_path, server)
     assert 0 < certificate["gold_accepted"] <= 200 and certificate["gold_accepted_wrong"] >= 0
     assert set(report["score_drift"]) >= {"statistic", "p_value", "flagged"}
     assert not report["score_drift"]["flagged"]  # the gold is a fair draw of the items here
+    import io
+    import json
+
+    from labeler.data.exports import write_export
+
+    out = io.StringIO()
+    write_export(ws, out, "jsonl")
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    auto = [r for r in rows if r["state"] == "auto"]
+    assert auto and all(r["certified"] == {"guarantee": "high_probability", "level": report["policy"]["lambda"],
+                                           "target_accuracy": 0.9, "confidence": 0.9} for r in auto)
+    assert all(r["certified"] is None for r in rows if r["state"] != "auto")  # what a user needs to trust a row
 
 
 def test_calibrate_says_what_it_needs_first_then_what_more_gold_would_buy(tmp_path, server):

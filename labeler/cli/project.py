@@ -48,7 +48,21 @@ def init(
     me = runnable_command(root)
     steps = ["edit labeler.yaml (label definitions) and guidelines.md"]
     steps += [f"{me} import items {Path(items).resolve()}"] if items else [f"{me} import items FILE"]
-    steps += [f"{me} import gold {Path(gold).resolve()}"] if gold else []
+    if gold:
+        counts = scaffold.label_counts(gold)
+        rare = [f"{label!r} ({n} row{'s' if n > 1 else ''})" for label, n in counts.items()
+                if n < max(scaffold.RARE_ROWS, scaffold.RARE_SHARE * sum(counts.values()))]
+        if rare:
+            err.print(f"[bold yellow]rare labels, each now a project label: {', '.join(rare)}: a typo, or a label "
+                      "that needs more gold? Remove or merge them in labeler.yaml before importing the gold[/]",
+                      highlight=False)
+        has_split = scaffold.has_split_column(gold)
+        if not has_split:
+            err.print(f"[yellow]the gold has no `split` column: the import step below keeps "
+                      f"{scaffold.HONEYPOT_SHARE:.0%} of it as honeypots (hidden checks of the annotators), the rest "
+                      "calibrates[/]", highlight=False)
+        steps += [f"{me} import gold {Path(gold).resolve()}"
+                  + ("" if has_split else f" --honeypot-share {scaffold.HONEYPOT_SHARE}")]
     err.print("Next, in that folder: " + "; ".join(steps) + ".", highlight=False, soft_wrap=True)
 
 
@@ -123,11 +137,13 @@ def demo(
 # --- import -------------------------------------------------------------------------------
 
 
-def _import(ws: Workspace, file: Path, *, gold: bool, split: Split | None = None, skip_bad: bool = False, quiet: bool = False):
+def _import(ws: Workspace, file: Path, *, gold: bool, split: Split | None = None, skip_bad: bool = False, quiet: bool = False,
+            honeypot_share: float = 0.0):
     progress, advance = byte_progress(file, f"importing {'gold' if gold else 'items'}")
     with progress if not quiet else _null():
         if gold:
-            report = importing.import_gold(ws, file, split=split, skip_bad=skip_bad, progress=advance)
+            report = importing.import_gold(ws, file, split=split, honeypot_share=honeypot_share, skip_bad=skip_bad,
+                                           progress=advance)
         else:
             report = importing.import_items(ws, file, skip_bad=skip_bad, progress=advance)
     return report
@@ -181,12 +197,18 @@ def import_gold(
     file: FileArg,
     project: ProjectOpt = None,
     split: Annotated[Optional[Split], typer.Option(help="Split for rows without a `split` column.")] = None,
+    honeypot_share: Annotated[float, typer.Option(min=0.0, max=0.5, help=(
+        "Of the rows without a `split`, this share (picked by their id) become honeypots."))] = 0.0,
     skip_bad: SkipBadOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import gold labels (`label`, optional `split`); rows may carry the item's fields too."""
     ws = open_workspace(project)
-    _report_import(_import(ws, file, gold=True, split=split, skip_bad=skip_bad, quiet=as_json), as_json)
+    _report_import(_import(ws, file, gold=True, split=split, skip_bad=skip_bad, quiet=as_json,
+                           honeypot_share=honeypot_share), as_json)
+    if not as_json and not exporting.project_status(ws)["gold"].get("honeypot"):
+        err.print("[bold yellow]no honeypots: the check that sets aside an annotator's votes on a bad day is off; "
+                  "`--honeypot-share 0.15` (or a `split` column) keeps some gold as honeypots[/]", highlight=False)
 
 
 # --- status and export --------------------------------------------------------------------

@@ -19,9 +19,18 @@ FORMATS = ("jsonl", "csv")
 
 
 def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
-    """One row per item: id, label, confidence, state, method, fields, gold and votes."""
+    """One row per item: id, label, confidence, state, method, fields, gold and votes; an automatic label
+    also carries what certified it (`certified`: the guarantee, its target and confidence, the level)."""
     Item, Decision, Vote, Gold = models.Item, models.Decision, models.Vote, models.GoldLabel
     with ws.session() as s:
+        certified = {}
+        for run_id, stats in s.execute(select(models.Run.id, models.Run.stats).where(
+                models.Run.project_id == ws.project_id, models.Run.kind == "run")):
+            policy = (stats or {}).get("policy") or {}
+            if policy.get("lambda") is not None:
+                certified[run_id] = {"guarantee": policy.get("guarantee", "high_probability"), "level": policy["lambda"],
+                                     "target_accuracy": policy["target_accuracy"],
+                                     "confidence": policy["confidence"] if policy.get("guarantee") != "expected" else None}
         annotators = {a.id: a.name for a in s.scalars(select(models.Annotator).where(models.Annotator.project_id == ws.project_id))}
         versions = {
             p.content_hash: p.name
@@ -66,6 +75,8 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                     "gold": gold.label if gold else None,
                     "fields": item.fields,
                     "votes": votes.get(item.id, []),
+                    "certified": certified.get((decision.details or {}).get("run"))
+                    if decision is not None and decision.state == models.State.auto else None,
                 }
 
 
@@ -86,11 +97,12 @@ def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
     # field any item has, in order of first appearance), votes and decided_by are JSON.
     field_names = list(ws.config.fields)
     field_names += [f for f in field_keys(ws) if f not in field_names]
-    columns = ["id", "label", "confidence", "state", "method", "gold", *field_names, "decided_by", "votes"]
+    columns = ["id", "label", "confidence", "state", "method", "gold", *field_names, "decided_by", "votes", "certified"]
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
     for row in rows:
-        flat = {k: v for k, v in row.items() if k not in ("fields", "votes", "decided_by")}
+        flat = {k: v for k, v in row.items() if k not in ("fields", "votes", "decided_by", "certified")}
+        flat["certified"] = json.dumps(row["certified"]) if row["certified"] else ""
         flat.update({f: _cell(row["fields"].get(f)) for f in field_names})
         flat["decided_by"] = json.dumps(row["decided_by"]) if row["decided_by"] else ""
         flat["votes"] = json.dumps(row["votes"], ensure_ascii=False)

@@ -31,7 +31,7 @@ from labeler.store.workspace import Workspace
 
 ID_COLUMNS = ("id", "task")
 # Columns an export writes beside the item's fields; never stored as fields on re-import.
-EXPORT_COLUMNS = {"label", "confidence", "state", "method", "decided_by", "votes", "gold", "split"}
+EXPORT_COLUMNS = {"label", "confidence", "state", "method", "decided_by", "votes", "gold", "split", "certified"}
 CHUNK_ROWS = 2000
 MAX_REPORTED_ERRORS = 50
 
@@ -90,14 +90,21 @@ def import_gold(
     path: Path,
     *,
     split: Split | str | None = None,
+    honeypot_share: float = 0.0,
     skip_bad: bool = False,
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Gold rows carry `label` and optionally `split` (else `split`, default calibration).
+    """Gold rows carry `label` and optionally `split` (else `split`, default calibration; with
+    `honeypot_share`, that share of the rows without a split, picked by a hash of their id, are honeypots).
 
     A gold row may carry the item's fields too, which imports the item; otherwise the item
     must be imported already."""
-    default = Split(split) if split else Split.calibration
+    base = Split(split) if split else Split.calibration
+
+    def default(external_id: str) -> Split:
+        drawn = int(hashlib.sha256(external_id.encode()).hexdigest()[:8], 16) / 2**32  # the same on every import
+        return Split.honeypot if drawn < honeypot_share else base
+
     return _import(ws, Path(path), gold=True, default_split=default, skip_bad=skip_bad, progress=progress)
 
 
@@ -223,7 +230,7 @@ def _parse_row(line, raw, *, gold, labels, declared, default_split) -> _Row | Ro
             return RowError(line, f"item {external_id!r}: missing `label`")
         if label not in labels:
             return RowError(line, f"item {external_id!r}: unknown label {label!r} (labels: {', '.join(sorted(labels))})")
-        split_value = raw.get("split") or default_split
+        split_value = raw.get("split") or default_split(external_id)
         try:
             split = split_value if isinstance(split_value, Split) else Split(str(split_value).strip())
         except ValueError:

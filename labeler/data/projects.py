@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import shutil
@@ -102,22 +103,37 @@ def columns_of(items: Path) -> list[str]:
     return fields
 
 
-def labels_of(gold: Path) -> list[str]:
-    """The distinct labels of a gold file, in order of first appearance."""
+RARE_ROWS, RARE_SHARE = 3, 0.01  # a label with fewer gold rows than both is said to be rare (a typo?)
+HONEYPOT_SHARE = 0.15  # of gold with no split, kept as honeypots by the import init proposes
+
+
+def label_counts(gold: Path) -> dict[str, int]:
+    """The distinct labels of a gold file with their rows, in order of first appearance."""
     from labeler.data.readers import read_rows
 
-    labels: list[str] = []
+    counts: dict[str, int] = {}
     for line, row in read_rows(gold):
         if "label" not in row:
             raise LabelerError(f"{gold}: line {line}: no `label` column")
         label = str(row["label"]).strip()
-        if label and label not in labels:
-            labels.append(label)
-            if len(labels) > MAX_LABELS:
+        if label:
+            counts[label] = counts.get(label, 0) + 1
+            if len(counts) > MAX_LABELS:
                 raise LabelerError(f"{gold}: more than {MAX_LABELS} distinct labels; is `label` the right column?")
-    if len(labels) < 2:
-        raise LabelerError(f"{gold}: a label set needs at least two labels, found {labels or 'none'}")
-    return labels
+    if len(counts) < 2:
+        raise LabelerError(f"{gold}: a label set needs at least two labels, found {list(counts) or 'none'}")
+    return counts
+
+
+def has_split_column(gold: Path) -> bool:
+    from labeler.data.readers import read_rows
+
+    return any("split" in row for _, row in itertools.islice(read_rows(gold), 100))
+
+
+def labels_of(gold: Path) -> list[str]:
+    """The distinct labels of a gold file, in order of first appearance."""
+    return list(label_counts(gold))
 
 
 def init_project(directory: Path, name: str | None = None, items: Path | None = None, gold: Path | None = None) -> Path:
