@@ -183,7 +183,7 @@ def test_init_warns_of_rare_labels_and_keeps_honeypots_when_the_gold_has_no_spli
     assert ran.returncode == 0, ran.stderr
     splits = json.loads(labeler("status", "--json", "-p", tmp_path / "p").stdout)["gold"]
     assert 15 <= splits["honeypot"] <= 50 and splits["honeypot"] + splits["calibration"] == 203
-    again = labeler("import", "gold", gold, "-p", tmp_path / "p")  # the same rows: the same splits, by their ids
+    again = labeler("import", "gold", gold, "--honeypot-share", "0.15", "-p", tmp_path / "p")  # the same splits, by id
     assert json.loads(labeler("status", "--json", "-p", tmp_path / "p").stdout)["gold"] == splits
     other = tmp_path / "q"
     labeler("init", other, "--gold", gold)

@@ -129,7 +129,7 @@ def demo(
     out.print("\nLook at the result:", highlight=False)
     out.print(f"  cd {here}", highlight=False, soft_wrap=True)
     out.print(f"  {me} serve                    # the review UI: http://127.0.0.1:8000/", highlight=False, soft_wrap=True)
-    out.print(f"  {' ' * len(me)}                          # log in as {DEMO_REVIEWER} / {password}", highlight=False)
+    out.print(f"  {' ' * len(me)}                          # log in as {DEMO_REVIEWER} / {password}", highlight=False, soft_wrap=True)
     out.print(f"  {me} eval --report eval.html  # each annotator measured on gold, with plots", highlight=False, soft_wrap=True)
     out.print(f"  {me} export -o labels.csv     # every label with its confidence and votes", highlight=False, soft_wrap=True)
 
