@@ -68,21 +68,24 @@ def test_store_urls_that_cannot_work_are_one_line_errors(monkeypatch):
         open_store("postgresql://u@127.0.0.1/x")
 
 
-def test_users_of_a_store_before_memberships_keep_their_role_in_every_project(store_url):
-    from alembic import command
-    from alembic.config import Config
-
-    from labeler.store.engine import MIGRATIONS, make_engine
+def _store_at(store_url: str, revision: str, *statements: str):
+    """An engine on a store migrated only to `revision`, holding the rows the statements insert."""
+    from labeler.store.engine import make_engine
 
     engine = make_engine(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    upgrade(engine, revision)
     with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0005")
-        connection.execute(text("INSERT INTO project (name, labels, config, created_at) VALUES "
-                                "('a', '[]', '{}', CURRENT_TIMESTAMP), ('b', '[]', '{}', CURRENT_TIMESTAMP)"))
-        connection.execute(text("INSERT INTO \"user\" (name, role, created_at) VALUES ('eve', 'expert', CURRENT_TIMESTAMP)"))
+        for statement in statements:
+            connection.execute(text(statement))
+    return engine
+
+
+def test_users_of_a_store_before_memberships_keep_their_role_in_every_project(store_url):
+    engine = _store_at(
+        store_url, "0005",
+        "INSERT INTO project (name, labels, config, created_at) VALUES "
+        "('a', '[]', '{}', CURRENT_TIMESTAMP), ('b', '[]', '{}', CURRENT_TIMESTAMP)",
+        "INSERT INTO \"user\" (name, role, created_at) VALUES ('eve', 'expert', CURRENT_TIMESTAMP)")
     upgrade(engine)
     with engine.connect() as c:
         rows = c.execute(text("SELECT p.name, m.role FROM membership m JOIN project p ON p.id = m.project_id "
@@ -93,26 +96,17 @@ def test_users_of_a_store_before_memberships_keep_their_role_in_every_project(st
 
 
 def test_audit_events_and_client_ids_of_a_store_before_0009_keep_their_project(store_url):
-    from alembic import command
-    from alembic.config import Config
-
-    from labeler.store.engine import MIGRATIONS, make_engine
-
-    engine = make_engine(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0008")
-        connection.execute(text("INSERT INTO project (id, name, labels, config, created_at) VALUES "
-                                "(1, 'a', '[]', '{}', CURRENT_TIMESTAMP), (2, 'b', '[]', '{}', CURRENT_TIMESTAMP)"))
-        connection.execute(text("INSERT INTO \"user\" (id, name, created_at) VALUES (1, 'eve', CURRENT_TIMESTAMP)"))
-        connection.execute(text("INSERT INTO item (id, project_id, external_id, fields, content_hash, created_at) VALUES "
-                                "(1, 2, 'x', '{}', 'h1', CURRENT_TIMESTAMP), (2, 2, 'y', '{}', 'h2', CURRENT_TIMESTAMP)"))
-        connection.execute(text("INSERT INTO reviewtask (item_id, user_id, leased_at, expires_at, client_id) VALUES "
-                                "(1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'c1')"))
-        connection.execute(text("INSERT INTO auditevent (at, user_id, action, item_id, details) VALUES "
-                                "(CURRENT_TIMESTAMP, 1, 'review.submit', 1, '{}'), (CURRENT_TIMESTAMP, 1, 'user.add', NULL, '{}')"))
+    engine = _store_at(
+        store_url, "0008",
+        "INSERT INTO project (id, name, labels, config, created_at) VALUES "
+        "(1, 'a', '[]', '{}', CURRENT_TIMESTAMP), (2, 'b', '[]', '{}', CURRENT_TIMESTAMP)",
+        "INSERT INTO \"user\" (id, name, created_at) VALUES (1, 'eve', CURRENT_TIMESTAMP)",
+        "INSERT INTO item (id, project_id, external_id, fields, content_hash, created_at) VALUES "
+        "(1, 2, 'x', '{}', 'h1', CURRENT_TIMESTAMP), (2, 2, 'y', '{}', 'h2', CURRENT_TIMESTAMP)",
+        "INSERT INTO reviewtask (item_id, user_id, leased_at, expires_at, client_id) VALUES "
+        "(1, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'c1')",
+        "INSERT INTO auditevent (at, user_id, action, item_id, details) VALUES "
+        "(CURRENT_TIMESTAMP, 1, 'review.submit', 1, '{}'), (CURRENT_TIMESTAMP, 1, 'user.add', NULL, '{}')")
     upgrade(engine)
     with engine.begin() as c:
         assert c.execute(text("SELECT action, project_id FROM auditevent ORDER BY id")).all() == [

@@ -78,16 +78,23 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration."""
-    from alembic import command
+def alembic_config():
+    """Alembic's settings for the store's migrations (labeler/store/migrations)."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (or to `revision`)."""
+    from alembic import command
+
+    config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 def open_store(url: str) -> Engine:
@@ -112,14 +119,12 @@ def open_store_for_reading(url: str) -> Engine:
         if path is None or not path.is_file() or (wal.exists() and wal.stat().st_size > 0):
             raise
     engine = make_engine(f"sqlite:///file:{path.resolve()}?mode=ro&immutable=1&uri=true")
-    from alembic.config import Config
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() != ScriptDirectory.from_config(config).get_current_head():
+        if MigrationContext.configure(connection).get_current_revision() != \
+                ScriptDirectory.from_config(alembic_config()).get_current_head():
             raise LabelerError(f"cannot open the store at {redacted(url)}: it needs an upgrade, and it cannot be written")
     return engine
 
