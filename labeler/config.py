@@ -136,7 +136,9 @@ class PromptSettings(_Strict):
 
 class ProjectConfig(_Strict):
     name: str = Field(min_length=1)
-    labels: dict[str, str] = Field(min_length=2)  # label -> one-line definition
+    # single_label: one label per item; multi_label: any number of the labels per item (none included).
+    task: Literal["single_label", "multi_label"] = "single_label"
+    labels: dict[str, str] = Field(min_length=1)  # label -> one-line definition
     fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     guidelines: Path = Path("guidelines.md")
     annotators: list[AnnotatorConfig] = Field(default_factory=list)
@@ -159,6 +161,16 @@ class ProjectConfig(_Strict):
             if not label.strip() or label != label.strip():
                 raise ValueError(f"label {label!r} is empty or has surrounding spaces")
         return value
+
+    @model_validator(mode="after")
+    def _labels_fit_task(self) -> "ProjectConfig":
+        if self.task == "single_label" and len(self.labels) < 2:
+            raise ValueError("a single_label project needs at least 2 labels (or `task: multi_label`)")
+        if self.task == "multi_label":
+            bad = [label for label in self.labels if any(c in label for c in "|,;")]
+            if bad:
+                raise ValueError(f"multi_label labels cannot hold '|', ',' or ';' (they join a set): {', '.join(bad)}")
+        return self
 
     @model_validator(mode="after")
     def _unique_annotators(self) -> "ProjectConfig":

@@ -15,8 +15,9 @@ FLOOR_SHARE = 0.5
 @dataclass(frozen=True)
 class Parsed:
     label: str | None
-    probs: dict[str, float] | None = None
+    probs: dict[str, float] | None = None  # one label: a distribution; a label set: P(each label applies)
     abstain_reason: str | None = None
+    dropped: tuple[str, ...] = ()  # names in a label set's answer that are no label
 
 
 def _norm(text: str) -> str:
@@ -110,3 +111,62 @@ def label_probs(top_logprobs: list[dict], labels: list[str]) -> dict[str, float]
     mass = {label: (p if p > 0 else floor) for label, p in mass.items()}
     total = sum(mass.values())
     return {label: round(p / total, 6) for label, p in mass.items()}
+
+
+# --- label sets (labeler.tasks.MultiLabel) ------------------------------------------------
+
+
+def _set_of(names: list[str], labels: list[str]) -> tuple[str, list[str]]:
+    """The stored form of the named labels (labeler.tasks), and the names that are no label."""
+    known = [match_label(str(n), labels) for n in names]
+    chosen = {k for k in known if k is not None}
+    return "|".join(label for label in labels if label in chosen), [str(n) for n, k in zip(names, known) if k is None]
+
+
+def parse_label_set(text: str | None, labels: list[str]) -> Parsed:
+    """A chat model's label set: JSON `{"labels": [...]}` (in a code fence or not), a bare JSON list, or
+    names separated by commas. Names that are no label are dropped (counted in `dropped`); an answer
+    naming only such names, or nothing readable, is an abstention, never a guess. No probabilities: the
+    answer's tokens do not give one per label."""
+    raw = (text or "").strip()
+    if _norm(raw.splitlines()[0] if raw else "") in UNSURE:
+        return Parsed(None, abstain_reason="unsure")
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw).strip()
+    names = None
+    for candidate in (body, *re.findall(r"\{.*\}|\[.*\]", body, re.DOTALL)[:1]):
+        try:
+            data = json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and _norm(str(data.get("labels", ""))) in UNSURE:
+            return Parsed(None, abstain_reason="unsure")
+        value = data.get("labels") if isinstance(data, dict) else data
+        if isinstance(value, list):
+            names = value
+            break
+    if names is None:  # no JSON: names separated by commas on the first line, if every one is a label
+        line = body.splitlines()[0] if body else ""
+        parts = [p for p in re.split(r"[,;|]", line) if p.strip()]
+        if not parts or any(match_label(p, labels) is None for p in parts):
+            return Parsed(None, abstain_reason="unparsable")
+        names = parts
+    label, dropped = _set_of(names, labels)
+    if dropped and not label:
+        return Parsed(None, abstain_reason="unparsable", dropped=tuple(dropped))
+    return Parsed(label, dropped=tuple(dropped))
+
+
+def yes_probability(text: str | None, top_logprobs: list[dict] | None) -> float:
+    """P(yes) of a yes/no answer: from its first token's logprobs where given, else 1 or 0 by its text (0.5
+    when it is neither)."""
+    probs = label_probs(top_logprobs, ["yes", "no"]) if top_logprobs else None
+    if probs:
+        return probs["yes"]
+    answer = match_label((text or "").split("\n")[0], ["yes", "no"])
+    return {"yes": 1.0, "no": 0.0}.get(answer, 0.5)
+
+
+def read_yes_no(labels: list[str], yes: list[float]) -> Parsed:
+    """A label set from one P(yes) per label: the labels at 0.5 or more, with those probabilities."""
+    probs = {label: round(float(p), 6) for label, p in zip(labels, yes)}
+    return Parsed("|".join(label for label in labels if probs[label] >= 0.5), probs=probs)

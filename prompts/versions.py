@@ -33,6 +33,7 @@ def current_spec(ws: Workspace, template: str = TEMPLATE_ID) -> PromptSpec:
         selection=settings.selection,
         shots=settings.shots,
         template=template,
+        task=ws.config.task,
     )
 
 

@@ -92,42 +92,30 @@ class ConfusionModel:
         return cache[key]
 
 
-@dataclass
-class Paths:
-    """n items asked stage by stage: the unnormalised log posterior after each stage.
+class Scored:
+    """What the policy reads of items asked stage by stage, whatever an answer is: `score[i, s]` (the
+    log-odds that item i's answer after stage s is right; -inf where the stage was not reached),
+    `predicted[i, s]` (that answer, an index) and `active[i, s]` (item i reached stage s). A task type's
+    paths (Paths for one label, routing.label_sets for label sets) add `futile`."""
 
-    An item's score at a stage is the log-odds of its top label (-inf where the stage was not
-    reached): the posterior's top probability, without the rounding to 1.0 that would tie the
-    most confident items. `active[i, s]`: item i reached stage s (a vote there, or an abstention).
-    `reach[i or 0, s]`: the most a vote at stage s could move each logit difference (see
-    ConfusionModel.reach), for the futility bound; it broadcasts over items when shared."""
+    score: np.ndarray
+    predicted: np.ndarray
+    active: np.ndarray
 
-    logits: np.ndarray  # (n, S, K)
-    active: np.ndarray  # (n, S)
-    reach: np.ndarray  # (n or 1, S, K, K)
-
-    def __post_init__(self):
-        self.predicted = self.logits.argmax(axis=2)
-        top = np.take_along_axis(self.logits, self.predicted[..., None], axis=2)[..., 0]
-        others = np.where(np.arange(self.logits.shape[2]) == self.predicted[..., None], -np.inf, self.logits)
-        with np.errstate(divide="ignore"):
-            self.score = np.where(self.active, top - _logsumexp(others, axis=2), -np.inf)
+    def futile(self, s: int, lam: float) -> np.ndarray:
+        raise NotImplementedError
 
     def confidence(self, s: int) -> np.ndarray:
         """The posterior's top probability at stage s."""
         return probability(self.score[:, s])
 
-    def __getitem__(self, rows) -> "Paths":
-        reach = self.reach if len(self.reach) == 1 else self.reach[rows]
-        return Paths(self.logits[rows], self.active[rows], reach)
-
     @property
     def n_stages(self) -> int:
-        return self.logits.shape[1]
+        return self.active.shape[1]
 
     def best(self) -> np.ndarray:
         """Each item's highest score at any stage: it is accepted at level lam exactly when best >= lam."""
-        return self.score.max(axis=1) if self.n_stages else np.full(len(self.logits), -np.inf)
+        return self.score.max(axis=1) if self.n_stages else np.full(len(self.active), -np.inf)
 
     def accept(self, lam: float) -> tuple[np.ndarray, np.ndarray]:
         """The stage at which each item is accepted (-1: never) and its predicted label then."""
@@ -136,21 +124,6 @@ class Paths:
         first = np.where(any_, taken.argmax(axis=1), -1)
         label = np.where(any_, self.predicted[np.arange(len(first)), np.maximum(first, 0)], -1)
         return first, label
-
-    def futile(self, s: int, lam: float) -> np.ndarray:
-        """Items that no later stage could take to lam, whatever its votes: an upper bound on the
-        posterior of each label after each later stage, from the most each vote could move it."""
-        n, S, K = self.logits.shape
-        if s + 1 >= S or not np.isfinite(lam):
-            return np.ones(n, bool)
-        L = self.logits[:, s]  # (n, K)
-        gap = L[:, :, None] - L[:, None, :]  # [i, j, k]: logit_j - logit_k now
-        moves = np.cumsum(np.broadcast_to(self.reach[:, s + 1:], (n, S - s - 1, K, K)), axis=1)
-        shifted = gap[:, None] + moves  # (n, later stages, j, k)
-        shifted[:, :, np.arange(K), np.arange(K)] = -np.inf  # log-odds of k: minus the logsumexp over j != k
-        with np.errstate(divide="ignore"):
-            upper = -_logsumexp(shifted, axis=2)  # (n, later stages, k)
-        return upper.max(axis=(1, 2)) < lam
 
     def ease(self, lam: float) -> np.ndarray:
         """How easy the cascade found each item, as one number to rank by: accepted at an earlier stage is
@@ -173,6 +146,47 @@ class Paths:
             used[stop] = s + 1
             open_ &= ~stop
         return used
+
+
+@dataclass
+class Paths(Scored):
+    """n items asked stage by stage, one label each: the unnormalised log posterior after each stage.
+
+    An item's score at a stage is the log-odds of its top label (-inf where the stage was not
+    reached): the posterior's top probability, without the rounding to 1.0 that would tie the
+    most confident items. `active[i, s]`: item i reached stage s (a vote there, or an abstention).
+    `reach[i or 0, s]`: the most a vote at stage s could move each logit difference (see
+    ConfusionModel.reach), for the futility bound; it broadcasts over items when shared."""
+
+    logits: np.ndarray  # (n, S, K)
+    active: np.ndarray  # (n, S)
+    reach: np.ndarray  # (n or 1, S, K, K)
+
+    def __post_init__(self):
+        self.predicted = self.logits.argmax(axis=2)
+        top = np.take_along_axis(self.logits, self.predicted[..., None], axis=2)[..., 0]
+        others = np.where(np.arange(self.logits.shape[2]) == self.predicted[..., None], -np.inf, self.logits)
+        with np.errstate(divide="ignore"):
+            self.score = np.where(self.active, top - _logsumexp(others, axis=2), -np.inf)
+
+    def __getitem__(self, rows) -> "Paths":
+        reach = self.reach if len(self.reach) == 1 else self.reach[rows]
+        return Paths(self.logits[rows], self.active[rows], reach)
+
+    def futile(self, s: int, lam: float) -> np.ndarray:
+        """Items that no later stage could take to lam, whatever its votes: an upper bound on the
+        posterior of each label after each later stage, from the most each vote could move it."""
+        n, S, K = self.logits.shape
+        if s + 1 >= S or not np.isfinite(lam):
+            return np.ones(n, bool)
+        L = self.logits[:, s]  # (n, K)
+        gap = L[:, :, None] - L[:, None, :]  # [i, j, k]: logit_j - logit_k now
+        moves = np.cumsum(np.broadcast_to(self.reach[:, s + 1:], (n, S - s - 1, K, K)), axis=1)
+        shifted = gap[:, None] + moves  # (n, later stages, j, k)
+        shifted[:, :, np.arange(K), np.arange(K)] = -np.inf  # log-odds of k: minus the logsumexp over j != k
+        with np.errstate(divide="ignore"):
+            upper = -_logsumexp(shifted, axis=2)  # (n, later stages, k)
+        return upper.max(axis=(1, 2)) < lam
 
 
 def build_paths(model: ConfusionModel, tasks: list, ordered: dict, n_stages: int,

@@ -30,12 +30,13 @@ from labeler.config import RecordedAnnotator
 from labeler.store import models
 from labeler.store.models import State, utcnow
 from labeler.store.workspace import Workspace
-from routing import project, store
+from routing import label_sets, project, store
 from routing.calibration import score_drift
 from routing.project import ProjectPolicy, Stage, honeypots, scores
 from routing.store import gold_of, items_to_label, load_votes
 
 SETTLED = (State.gold, State.confirmed, State.escalated)
+FITS = {"single_label": project.fit, "multi_label": label_sets.fit}  # the cascade's fit for each task type
 HONEYPOT_SHARE = 0.05  # honeypots per stage, as a share of the items asked (at least MIN_HONEYPOTS)
 MIN_HONEYPOTS = 10
 
@@ -68,8 +69,8 @@ def fit_policy(ws: Workspace, stages: list[Stage], gold: dict | None = None, cor
     caller has it already."""
     gold = gold if gold is not None else gold_of(ws)
     calibration = [i for i, g in gold.items() if g[1] == models.Split.calibration]
-    return project.fit(stages, ws.config.label_names, load_votes(ws, stages, calibration), gold, ws.config.routing,
-                       correct)
+    return FITS[ws.config.task](stages, ws.config.label_names, load_votes(ws, stages, calibration), gold,
+                                ws.config.routing, correct)
 
 
 def calibrate(ws: Workspace, askers: list) -> ProjectPolicy:
@@ -148,7 +149,8 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         calibrated = policy.policy.calibrated(s, paths.predicted[:, s], paths.score[:, s])
         confidence = paths.confidence(s)
         for i in np.nonzero(take)[0]:
-            accepted[open_items[i]] = (s, int(paths.predicted[i, s]), float(calibrated[i]), float(confidence[i]))
+            accepted[open_items[i]] = (s, int(paths.predicted[i, s]), float(calibrated[i]), float(confidence[i]),
+                                       policy.label_confidence(paths, i, s))
         stop = ~take & paths.futile(s, lam) if ws.config.routing.stop_when_futile else np.zeros_like(take)
         futile += int(stop.sum()) if s + 1 < len(askers) else 0
         open_items = [item for i, item in enumerate(open_items) if not (take[i] or stop[i])]
@@ -227,17 +229,19 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
     votes = load_votes(ws, policy.stages, items, set_aside) if policy.stages else {}
     rest = [i for i in items if i not in accepted]
     guess = scores(policy, votes, rest) if (policy.models is not None and rest) else None
-    method = "cascade:confusion+platt"
-    for item_id, (stage, k, calibrated, confidence) in accepted.items():
-        machine = {"label": policy.label_names[k], "confidence": round(calibrated, 6), "reason": None}
+    method = policy.method
+    for item_id, (stage, k, calibrated, confidence, per_label) in accepted.items():
+        machine = {"label": policy.label_of(k), "confidence": round(calibrated, 6), "reason": None}
+        machine |= {"label_confidence": per_label} if per_label is not None else {}
         rows.append({"item_id": item_id, "label": machine["label"], "confidence": machine["confidence"],
                      "state": State.auto, "method": method, "updated_at": now,
                      "details": {"run": run_id, "stage": stage, "asked": [st.name for st in policy.stages[: stage + 1]],
                                  "posterior": round(confidence, 6), "lambda": policy.policy.level, "machine": machine}})
     for n, item_id in enumerate(rest):
-        label, confidence = _fallback(policy, votes.get(item_id, {}), guess, n)
+        label, confidence, per_label = _fallback(policy, votes.get(item_id, {}), guess, n)
         machine = {"label": label, "confidence": confidence, "reason": _why(policy, votes.get(item_id, {})),
                    "asked": _asked(policy, votes.get(item_id, {}))}
+        machine |= {"label_confidence": per_label} if per_label is not None else {}
         rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
                      "method": method if guess is not None else "majority", "updated_at": now,
                      "details": {"run": run_id, "reason": policy.reason or machine["reason"], "machine": machine}})
@@ -264,9 +268,10 @@ def _gold_views(ws: Workspace, policy: ProjectPolicy, set_aside: set) -> None:
     paths = scores(policy, seen, gold) if policy.models is not None else None
     views = {}
     for n, item_id in enumerate(gold):
-        label, confidence = _fallback(policy, seen[item_id], paths, n)
+        label, confidence, per_label = _fallback(policy, seen[item_id], paths, n)
         views[item_id] = {"label": label, "confidence": confidence, "review": bool(review[n]),
                           "asked": _asked(policy, seen[item_id]), "reason": _why(policy, seen[item_id]) if review[n] else None}
+        views[item_id] |= {"label_confidence": per_label} if per_label is not None else {}
     store.write_machine_views(ws, views)
 
 
@@ -290,18 +295,20 @@ def _asked(policy: ProjectPolicy, by_stage: dict) -> list[list[str]]:
     return [[policy.stages[s].name, policy.stages[s].version] for s in sorted(by_stage)]
 
 
-def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None]:
+def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | None, float | None, dict | None]:
     """The best guess for an item left to review: the posterior after the stages it reached, else a
-    majority; None without votes."""
+    majority; None without votes. With it, the per-label confidence where the task type has one."""
     if not any(label is not None for label, _ in votes.values()):
-        return None, None
+        return None, None, None
     if guess is not None:
         s = max(int(guess.active[n].sum()) - 1, 0)
         k, score = guess.predicted[n:n + 1, s], guess.score[n:n + 1, s]
-        return policy.label_names[int(k[0])], round(float(policy.policy.calibrated(s, k, score)[0]), 6)
+        return (policy.label_of(k[0]), round(float(policy.policy.calibrated(s, k, score)[0]), 6),
+                policy.label_confidence(guess, n, s))
     labels = [label for label, _ in votes.values() if label is not None]
-    best = max(set(labels), key=lambda lab: (labels.count(lab), -policy.label_names.index(lab)))
-    return best, round(labels.count(best) / len(labels), 6)
+    order = {label: k for k, label in enumerate(policy.label_names)}  # ties: the first label (a set: any)
+    best = max(set(labels), key=lambda lab: (labels.count(lab), -order.get(lab, len(order)), lab))
+    return best, round(labels.count(best) / len(labels), 6), None
 
 
 def _guideline_suspects(ws: Workspace, stages: list[Stage], run_id: int, gold: dict) -> list[str]:

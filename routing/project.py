@@ -41,28 +41,9 @@ class Stage:
     version: str
 
 
-@dataclass
-class ProjectPolicy:
-    stages: list[Stage]
-    label_names: list[str]
-    bands: dict[str, list[float]]  # annotator -> band edges on its top probability
-    models: list[ConfusionModel] | None = None  # one per fold, each counted on the other folds' gold
-    policy: CascadePolicy | None = None
-    reason: str | None = None  # why there is no policy
-    skills: dict[str, float] = field(default_factory=dict)  # accuracy on calibration gold
-    skill_counts: dict[str, int] = field(default_factory=dict)  # ... over this many items
-    # Per-label corrections of annotators' probabilities, by the folds whose gold they never saw.
-    corrections: dict[frozenset, dict[int, object]] = field(default_factory=dict)
-
-    def worker(self, name: str, probs: dict | None) -> str:
-        edges = self.bands.get(name)
-        if not probs or not edges:
-            return name
-        return f"{name}|{int(np.searchsorted(edges, max(probs.values()), side='right'))}"
-
-    def stage_workers(self) -> list[list[str]]:
-        """Who may vote at each stage: the annotator, or each of its confidence bands."""
-        return [[s.name] + [f"{s.name}|{b}" for b in range(len(self.bands.get(s.name, [])) + 1)] for s in self.stages]
+class Certified:
+    """What a fitted policy says of itself, whatever the task type: needs `stages`, `policy` (a
+    CascadePolicy or None), `reason` and `skills`."""
 
     @property
     def ready(self) -> bool:
@@ -89,7 +70,8 @@ class ProjectPolicy:
             from routing.plan import max_target
 
             paths, truth = self.policy.gold_
-            data["max_target"] = max_target(paths, truth, self.label_names, 1 - self.policy.delta, self.policy.guarantee)
+            data["max_target"] = max_target(paths, truth, self.policy.label_names, 1 - self.policy.delta,
+                                            self.policy.guarantee)
         if self.policy is not None:
             data |= {
                 "lambda": self.policy.level,
@@ -101,6 +83,47 @@ class ProjectPolicy:
                 "thresholds": {s.name: self.policy.thresholds(i) for i, s in enumerate(self.stages)} if self.ready else {},
             }
         return data
+
+
+def no_level_reason(routing) -> str:
+    if routing.guarantee == "high_probability":
+        return f"no confidence level reaches accuracy {routing.target_accuracy} with probability {routing.confidence} on this gold"
+    return f"no confidence level reaches accuracy {routing.target_accuracy} in expectation on this gold"
+
+
+@dataclass
+class ProjectPolicy(Certified):
+    method = "cascade:confusion+platt"  # what decisions record as their method
+    stages: list[Stage]
+    label_names: list[str]
+    bands: dict[str, list[float]]  # annotator -> band edges on its top probability
+    models: list[ConfusionModel] | None = None  # one per fold, each counted on the other folds' gold
+    policy: CascadePolicy | None = None
+    reason: str | None = None  # why there is no policy
+    skills: dict[str, float] = field(default_factory=dict)  # accuracy on calibration gold
+    skill_counts: dict[str, int] = field(default_factory=dict)  # ... over this many items
+    # Per-label corrections of annotators' probabilities, by the folds whose gold they never saw.
+    corrections: dict[frozenset, dict[int, object]] = field(default_factory=dict)
+
+    def worker(self, name: str, probs: dict | None) -> str:
+        edges = self.bands.get(name)
+        if not probs or not edges:
+            return name
+        return f"{name}|{int(np.searchsorted(edges, max(probs.values()), side='right'))}"
+
+    def stage_workers(self) -> list[list[str]]:
+        """Who may vote at each stage: the annotator, or each of its confidence bands."""
+        return [[s.name] + [f"{s.name}|{b}" for b in range(len(self.bands.get(s.name, [])) + 1)] for s in self.stages]
+
+    def paths(self, votes: dict, item_ids: list[int]) -> Paths:
+        """Paths for these items from their votes so far (stages not yet asked are not reached)."""
+        return cross_fitted(self, votes, item_ids)
+
+    def label_of(self, k: int) -> str:
+        return self.label_names[int(k)]
+
+    def label_confidence(self, paths: Paths, row: int, s: int) -> None:
+        return None  # one label: its confidence is the decision's
 
 
 def ordered_votes(policy: ProjectPolicy, votes: dict, item_ids: list[int], upto: int) -> dict:
@@ -212,9 +235,7 @@ def fit(stages: list[Stage], labels: list[str], votes: dict, gold: dict, routing
     paths = cross_fitted(result, votes, calib)
     result.policy = CascadePolicy(labels, target, confidence, guarantee).fit(paths, np.array([gold_idx[i] for i in calib]))
     if not result.ready:
-        result.reason = (f"no confidence level reaches accuracy {target} with probability {confidence} on this gold"
-                         if guarantee == "high_probability" else
-                         f"no confidence level reaches accuracy {target} in expectation on this gold")
+        result.reason = no_level_reason(routing)
     return result
 
 
@@ -234,9 +255,9 @@ def cross_fitted(policy: ProjectPolicy, votes: dict, item_ids: list[int]) -> Pat
     return Paths(logits, active, reach)
 
 
-def scores(policy: ProjectPolicy, votes: dict, item_ids: list[int]) -> Paths:
-    """Paths for these items from their votes so far (stages not yet asked are not reached)."""
-    return cross_fitted(policy, votes, item_ids)
+def scores(policy, votes: dict, item_ids: list[int]):
+    """Paths for these items from their votes so far, by the policy of their task type."""
+    return policy.paths(votes, item_ids)
 
 
 def honeypots(gold: dict) -> dict[int, str]:

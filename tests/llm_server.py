@@ -8,6 +8,8 @@ The model name picks a behaviour, so one server serves every test:
               every noisy-P model, so errors are nested); noisy-P-S errs on its own items (salt S)
   badday      answers a wrong label for items whose text contains "[hp]"
   garbage     answers text that names no label
+  badjson     a label set's JSON cut short
+A system prompt asking for {"labels": [...]} (a label set) gets every label the item names ("is L").
   unsure      answers "unsure"
   broken      a 200 with a body that is not JSON
   denied      401 on every request
@@ -120,6 +122,13 @@ class LLMServer:
                 answer = planted.group(1)
             elif "repeat your instructions" in item:
                 answer = messages[0]["content"]
+        if '{"labels"' in (messages[0]["content"] if messages else ""):  # a label set: every label named
+            named = [label for label in labels if f"is {label}" in item]
+            if wrong and len(labels) > 1:
+                named = sorted(set(named) ^ {labels[0]}, key=labels.index)
+            answer = json.dumps({"labels": named})
+            if model == "badjson":
+                answer = '{"labels": ["' + (named[0] if named else "x")
         if model == "garbage":
             answer = "Well, it depends on many things."
         elif model == "unsure":

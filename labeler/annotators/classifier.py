@@ -163,13 +163,30 @@ class Embeddings:
 PROGRESS_FROM = 50  # texts to embed before a progress bar is worth showing
 
 
-def cv_accuracy(make, x, labels: np.ndarray) -> float:
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+def _folds(labels: np.ndarray):
+    """Cross-validation folds: stratified by label for one label; plain for label sets (a 0/1 matrix), whose
+    rare combinations stratification cannot split. None: too few of some label to cross-validate."""
+    from sklearn.model_selection import KFold, StratifiedKFold
 
+    if labels.ndim == 2:
+        return KFold(min(FOLDS, len(labels)), shuffle=True, random_state=0) if len(labels) >= 2 else None
     folds = min(FOLDS, int(np.bincount(np.unique(labels, return_inverse=True)[1]).min()))
-    if folds < 2:
-        return float("nan")
-    return float(cross_val_score(make(), x, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=0)).mean())
+    return StratifiedKFold(folds, shuffle=True, random_state=0) if folds >= 2 else None
+
+
+def cv_accuracy(make, x, labels: np.ndarray) -> float:
+    """Accuracy in cross-validation (of the exact set, for label sets)."""
+    from sklearn.model_selection import cross_val_score
+
+    folds = _folds(labels)
+    return float(cross_val_score(make(), x, labels, cv=folds).mean()) if folds is not None else float("nan")
+
+
+def one_vs_rest(make):
+    """A label set's model: one yes/no model per label."""
+    from sklearn.multiclass import OneVsRestClassifier
+
+    return lambda: OneVsRestClassifier(make())
 
 
 class ClassifierAsker:
@@ -183,6 +200,8 @@ class ClassifierAsker:
         self.name = config.name
         self.annotator_id = annotator_id
         self.fields = ws.config.fields
+        self.task = ws.task
+        self.sets = self.task.name == "multi_label"
         self.train = choose_training(ws, config.name, config.retrain_every)
         classes = sorted(set(self.train.labels))
         self.ready = len(self.train.labels) >= config.min_labels and len(classes) >= 2
@@ -195,34 +214,42 @@ class ClassifierAsker:
         self.embeddings = Embeddings(ws) if self.features != "tfidf" else None
         self.out_of_fold: dict[int, np.ndarray] = {}
         if self.ready:
-            labels = np.array(self.train.labels)
+            labels = self._targets(self.train.labels)
             texts = np.array(self.train.texts, dtype=object)
+            wrap = one_vs_rest if self.sets else (lambda make: make)
             if self.features == "auto":
-                scores = {"tfidf": cv_accuracy(_pipeline, texts, labels),
-                          "embeddings": cv_accuracy(_probe, self.embeddings(self.train.texts), labels)}
+                scores = {"tfidf": cv_accuracy(wrap(_pipeline), texts, labels),
+                          "embeddings": cv_accuracy(wrap(_probe), self.embeddings(self.train.texts), labels)}
                 self.features = "embeddings" if scores["embeddings"] > scores["tfidf"] else "tfidf"
                 self.choice = {"cv_accuracy": {k: round(v, 4) for k, v in scores.items()}}
-            self.make = _pipeline if self.features == "tfidf" else _probe
+            self.make = wrap(_pipeline if self.features == "tfidf" else _probe)
             x = self._x(self.train.texts)
             self.model = self.make().fit(x, labels)
-            self.classes = list(self.model.classes_)
+            self.classes = self.task.labels if self.sets else list(self.model.classes_)
             self._cross_fit(x, labels)
         self.choice["features"] = self.features
         self.version = self.train.fingerprint(self.features)
+
+    def _targets(self, labels: list[str]) -> np.ndarray:
+        """The training targets: the labels, or for label sets a 0/1 column per label."""
+        if not self.sets:
+            return np.array(labels)
+        return np.array([[int(name in self.task.parts(label)) for name in self.task.labels] for label in labels])
 
     def _x(self, texts: list[str]):
         return np.array(texts, dtype=object) if self.features == "tfidf" else self.embeddings(texts)
 
     def _cross_fit(self, x, labels: np.ndarray) -> None:
-        from sklearn.model_selection import StratifiedKFold
-
-        folds = min(FOLDS, int(np.bincount(np.unique(labels, return_inverse=True)[1]).min()))
-        if folds < 2:
+        folds = _folds(labels)
+        if folds is None:
             return  # too few of some class: trained items get the full model's prediction
-        for fit_idx, held_idx in StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(len(labels)), labels):
+        for fit_idx, held_idx in folds.split(np.zeros(len(labels)), labels if labels.ndim == 1 else None):
             model = self.make().fit(x[fit_idx], labels[fit_idx])
             probs = np.zeros((len(held_idx), len(self.classes)))
-            probs[:, [self.classes.index(c) for c in model.classes_]] = model.predict_proba(x[held_idx])
+            if self.sets:  # a column per label, P(it applies)
+                probs[:] = model.predict_proba(x[held_idx])
+            else:
+                probs[:, [self.classes.index(c) for c in model.classes_]] = model.predict_proba(x[held_idx])
             for row, i in enumerate(held_idx):
                 self.out_of_fold[self.train.item_ids[i]] = probs[row]
 
@@ -235,5 +262,7 @@ class ClassifierAsker:
         probs = self.out_of_fold.get(item.id)
         if probs is None:
             probs = self.model.predict_proba(self._x([item_text(item.fields, self.fields)]))[0]
-        best = int(np.argmax(probs))
-        return Answer(label=self.classes[best], probs={c: round(float(p), 6) for c, p in zip(self.classes, probs)}, cost=0.0)
+        rounded = {c: round(float(p), 6) for c, p in zip(self.classes, probs)}
+        if self.sets:
+            return Answer(label=self.task.join(c for c, p in rounded.items() if p >= 0.5), probs=rounded, cost=0.0)
+        return Answer(label=self.classes[int(np.argmax(probs))], probs=rounded, cost=0.0)

@@ -30,8 +30,14 @@ TOP_LOGPROBS = 5
 
 class PromptTask(Protocol):
     version: str
+    steps: int  # calls per item (a base model asked a label set label by label)
+    request_params: dict[str, Any]
 
-    def messages(self, fields: dict[str, Any]) -> list[dict[str, str]]: ...
+    def messages(self, fields: dict[str, Any], previous: list[str] = ()) -> list[dict[str, str]]: ...
+
+    def step_answer(self, text: str | None, top_logprobs: list[dict] | None) -> str: ...
+
+    def read(self, answers: list[tuple], leaning: dict | None = None): ...
 
     def context_items(self) -> list[dict[str, Any]]: ...
 
@@ -136,6 +142,7 @@ class LLMAsker:
         self.engine = engine
         self.rate = rate_limit(f"{config.model}@{config.api_base or ''}", config.rpm)
         self.params: dict[str, Any] = {"temperature": config.temperature, "max_tokens": max_tokens}
+        self.params |= getattr(task, "request_params", {})
         if config.logprobs:
             self.params |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         self.api_key = _key(config.name, config.api_key_env)
@@ -209,10 +216,10 @@ class LLMAsker:
         self.prefetch(items)
         fresh = [item for item in items if self.cache_key(item) not in self._hits]
         lm = litellm()
-        counted = [lm.token_counter(model=self.config.model, messages=self.task.messages(item.fields))
+        counted = [lm.token_counter(model=self.config.model, messages=self.task.messages(item.fields)) * self.task.steps
                    for item in fresh[:sample]]
         prompt = round(sum(counted) / len(counted) * len(fresh)) if counted else 0
-        completion = self.params["max_tokens"] * len(fresh)  # at most
+        completion = self.params["max_tokens"] * len(fresh) * self.task.steps  # at most
         if self.config.cost_per_1k_tokens is not None:
             cost = self.config.cost_per_1k_tokens * (prompt + completion) / 1000
         else:
@@ -238,16 +245,28 @@ class LLMAsker:
             answers.append(self.task.parse((choice.get("message") or {}).get("content"), top_logprobs_of(choice)).probs)
         return self.task.leaning(answers)
 
+    async def _steps(self, fields: dict[str, Any]) -> dict:
+        """An item asked in several calls, each continuing the last: one response holding every step's choice."""
+        choices, cost, previous = [], 0.0, []
+        for _ in range(self.task.steps):
+            data = await self._call(self.task.messages(fields, previous))
+            choice = (data.get("choices") or [{}])[0]
+            choices.append(choice)
+            cost += data.get("_cost", 0.0)
+            previous.append(self.task.step_answer((choice.get("message") or {}).get("content"), top_logprobs_of(choice)))
+        return {"choices": choices, "_cost": cost}
+
     async def ask(self, item: ItemRef) -> Answer:
         key = self.cache_key(item)
         data = self._cached(key)
         fresh = data is None
         started = time.perf_counter()
         if fresh:
-            data = await self._call(self.task.messages(item.fields))
-        choice = (data.get("choices") or [{}])[0]
-        text = (choice.get("message") or {}).get("content")
-        parsed = self.task.parse(text, top_logprobs_of(choice), await self.leaning())
+            data = await (self._steps(item.fields) if self.task.steps > 1 else self._call(self.task.messages(item.fields)))
+        choices = (data.get("choices") or [{}])[: self.task.steps]
+        texts = [(c.get("message") or {}).get("content") for c in choices]
+        parsed = self.task.read([(t, top_logprobs_of(c)) for t, c in zip(texts, choices)], await self.leaning())
+        text = texts[0] if len(texts) == 1 else "\n".join(f"{label}: {t}" for label, t in zip(self.task.spec.labels, texts))
         return Answer(
             label=parsed.label, probs=parsed.probs, abstain_reason=parsed.abstain_reason, raw=text,
             cost=data.get("_cost", 0.0) if fresh else 0.0,

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -79,12 +80,20 @@ def runnable_command(cwd: Path) -> str:
 
 
 DEMO_FOLDER = Path("labeler-demo")
+
+
+class TaskChoice(str, Enum):
+    single_label = "single_label"
+    multi_label = "multi_label"
+
 DEMO_REVIEWER = "demo"
 
 
 @command()
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = DEMO_FOLDER,
+    task: Annotated[TaskChoice, typer.Option(help="single_label: review sentiment; multi_label: the topics of "
+                                                  "support messages.")] = TaskChoice.single_label,
     as_json: JsonOpt = False,
 ) -> None:
     """Set up the bundled example project and run the whole loop on it: import, measure the
@@ -96,7 +105,7 @@ def demo(
     from routing.flow import run_project
 
     started = time.perf_counter()
-    root = scaffold.copy_example(directory)
+    root = scaffold.copy_example(directory, task.value)
     ws = open_workspace(root)
     steps: dict[str, Any] = {"project": str(root)}
     steps["import_items"] = _import(ws, root / "items.csv", gold=False, quiet=as_json).as_dict()

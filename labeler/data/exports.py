@@ -15,6 +15,7 @@ from labeler.store import models
 from labeler.store.workspace import Workspace
 
 PAGE = 2000
+MACHINE_STATES = (models.State.auto, models.State.needs_review)
 FORMATS = ("jsonl", "csv")
 
 
@@ -31,6 +32,7 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                 certified[run_id] = {"guarantee": policy.get("guarantee", "high_probability"), "level": policy["lambda"],
                                      "target_accuracy": policy["target_accuracy"],
                                      "confidence": policy["confidence"] if policy.get("guarantee") != "expected" else None}
+        task = ws.task
         annotators = {a.id: a.name for a in s.scalars(select(models.Annotator).where(models.Annotator.project_id == ws.project_id))}
         versions = {
             p.content_hash: p.name
@@ -57,7 +59,7 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                     {
                         "annotator": annotators.get(vote.annotator_id, str(vote.annotator_id)),
                         "version": versions.get(vote.version, vote.version),
-                        "label": vote.label,
+                        task.key: task.exported(vote.label),
                         "probs": vote.probs,
                         "abstain_reason": vote.abstain_reason,
                         "cost": vote.cost,
@@ -65,19 +67,24 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                     }
                 )
             for item, decision, gold in page:
-                yield {
+                row = {
                     "id": item.external_id,
-                    "label": decision.label if decision else None,
+                    task.key: task.exported(decision.label) if decision else None,
                     "confidence": decision.confidence if decision else None,
                     "state": decision.state.value if decision else "unlabeled",
                     "method": decision.method if decision else None,
                     "decided_by": (decision.details or {}).get("decided_by") if decision else None,
-                    "gold": gold.label if gold else None,
+                    "gold": task.exported(gold.label) if gold else None,
                     "fields": item.fields,
                     "votes": votes.get(item.id, []),
                     "certified": certified.get((decision.details or {}).get("run"))
                     if decision is not None and decision.state == models.State.auto else None,
                 }
+                if task.key == "labels":  # how sure the machines are of each label (P(it applies))
+                    machine = ((decision.details or {}).get("machine") or {}) if decision else {}
+                    row["label_confidence"] = (machine.get("label_confidence")
+                                               if decision and decision.state in MACHINE_STATES else None)
+                yield row
 
 
 def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
@@ -97,12 +104,19 @@ def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
     # field any item has, in order of first appearance), votes and decided_by are JSON.
     field_names = list(ws.config.fields)
     field_names += [f for f in field_keys(ws) if f not in field_names]
-    columns = ["id", "label", "confidence", "state", "method", "gold", *field_names, "decided_by", "votes", "certified"]
+    key = ws.task.key
+    extra = ["label_confidence"] if key == "labels" else []
+    columns = ["id", key, *extra, "confidence", "state", "method", "gold", *field_names, "decided_by", "votes", "certified"]
     writer = csv.DictWriter(out, fieldnames=columns)
     writer.writeheader()
     for row in rows:
         flat = {k: v for k, v in row.items() if k not in ("fields", "votes", "decided_by", "certified")}
         flat["certified"] = json.dumps(row["certified"]) if row["certified"] else ""
+        for name in (key, "gold"):  # a label set: its labels joined by `|`, as gold files give them
+            if isinstance(flat[name], list):
+                flat[name] = "|".join(flat[name])
+        if extra:
+            flat["label_confidence"] = json.dumps(row["label_confidence"]) if row["label_confidence"] else ""
         flat.update({f: _cell(row["fields"].get(f)) for f in field_names})
         flat["decided_by"] = json.dumps(row["decided_by"]) if row["decided_by"] else ""
         flat["votes"] = json.dumps(row["votes"], ensure_ascii=False)

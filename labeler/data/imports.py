@@ -31,7 +31,7 @@ from labeler.store.workspace import Workspace
 
 ID_COLUMNS = ("id", "task")
 # Columns an export writes beside the item's fields; never stored as fields on re-import.
-EXPORT_COLUMNS = {"label", "confidence", "state", "method", "decided_by", "votes", "gold", "split", "certified"}
+EXPORT_COLUMNS = {"label", "labels", "label_confidence", "confidence", "state", "method", "decided_by", "votes", "gold", "split", "certified"}
 CHUNK_ROWS = 2000
 MAX_REPORTED_ERRORS = 50
 
@@ -109,7 +109,7 @@ def import_gold(
 
 
 def _import(ws, path, *, gold, default_split, skip_bad, progress) -> ImportReport:
-    parse = functools.partial(_parse_row, gold=gold, labels=set(ws.config.label_names), declared=ws.config.fields,
+    parse = functools.partial(_parse_row, gold=gold, task=ws.task, declared=ws.config.fields,
                               default_split=default_split)
     kind = "import gold" if gold else "import items"
     if ws.engine.dialect.name != "sqlite":  # PostgreSQL locks rows, not the store: one transaction
@@ -209,7 +209,7 @@ def _bad(report: ImportReport, error: RowError) -> None:
         report.errors.append(error)
 
 
-def _parse_row(line, raw, *, gold, labels, declared, default_split) -> _Row | RowError:
+def _parse_row(line, raw, *, gold, task, declared, default_split) -> _Row | RowError:
     if "__error__" in raw:
         return RowError(line, raw["__error__"])
     raw = dict(raw)
@@ -224,12 +224,11 @@ def _parse_row(line, raw, *, gold, labels, declared, default_split) -> _Row | Ro
         return RowError(line, "missing item id (an `id` or `task` column)")
     label = split = None
     if gold:
-        label = raw.get("label")
-        label = str(label).strip() if label is not None else ""
-        if not label:
-            return RowError(line, f"item {external_id!r}: missing `label`")
-        if label not in labels:
-            return RowError(line, f"item {external_id!r}: unknown label {label!r} (labels: {', '.join(sorted(labels))})")
+        column = "labels" if "labels" in raw else "label"  # a label set's column may be either
+        try:
+            label = task.canonical(raw.get(column))
+        except ValueError as exc:
+            return RowError(line, f"item {external_id!r}: {exc} (`{column}`)")
         split_value = raw.get("split") or default_split(external_id)
         try:
             split = split_value if isinstance(split_value, Split) else Split(str(split_value).strip())

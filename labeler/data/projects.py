@@ -161,11 +161,15 @@ def _yaml_key(value: str) -> str:
     return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .-]*", value) else json.dumps(value)
 
 
-def copy_example(directory: Path) -> Path:
-    """The example project (product-review sentiment, 300 items, 159 gold) in a folder."""
+EXAMPLES = {"single_label": EXAMPLE, "multi_label": EXAMPLE / "support"}  # the example of each task type
+
+
+def copy_example(directory: Path, task: str = "single_label") -> Path:
+    """An example project in a folder: product-review sentiment (240 items, 163 gold), or for multi_label
+    the topics of support messages (400 items, 250 gold)."""
     root = _target(directory)
     for name in EXAMPLE_FILES:
-        shutil.copyfile(str(EXAMPLE / name), root / name)
+        shutil.copyfile(str(EXAMPLES[task] / name), root / name)
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     return root
 
@@ -173,8 +177,11 @@ def copy_example(directory: Path) -> Path:
 def score_against_answers(export_file: Path, answers_file: Path) -> dict:
     """How the exported machine labels compare with the example's answer key."""
     with Path(answers_file).open(newline="", encoding="utf-8") as f:
-        answers = {row["id"]: row["label"] for row in csv.DictReader(f)}
+        answers = {row["id"]: row["label"] if "label" in row else row["labels"] for row in csv.DictReader(f)}
     rows = [json.loads(line) for line in Path(export_file).read_text(encoding="utf-8").splitlines()]
+    for r in rows:  # a label set, as the answer key writes it (the project's order, joined by `|`)
+        if "labels" in r:
+            r["label"] = "|".join(r["labels"]) if r["labels"] is not None else None
     scored = [r for r in rows if r["id"] in answers and r["label"] is not None]
     auto = [r for r in scored if r["state"] == "auto"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import or_
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
@@ -12,6 +13,7 @@ from labeler.config import Project, load_project
 from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.engine import database_url, open_store, open_store_for_reading, session_scope
+from labeler.tasks import SEPARATOR, task_type
 
 
 @dataclass
@@ -23,6 +25,11 @@ class Workspace:
     @property
     def config(self):
         return self.project.config
+
+    @property
+    def task(self):
+        """The project's task type (labeler.tasks): how an answer is checked and stored."""
+        return task_type(self.project.config)
 
     def session(self):
         return session_scope(self.engine)
@@ -56,6 +63,9 @@ def sync_project(engine: Engine, project: Project) -> int:
         if row is None:
             row = models.Project(name=config.name, labels=config.label_names, config={})
             s.add(row)
+        elif (row.config or {}).get("task", "single_label") != config.task and _has_labels(s, row.id, None):
+            raise LabelerError(f"{config.name!r} was a {(row.config or {}).get('task', 'single_label')} project with "
+                               f"votes or gold: it cannot become {config.task}; make a new project")
         elif row.labels != config.label_names and _has_labels(s, row.id, set(row.labels) - set(config.label_names)):
             removed = sorted(set(row.labels) - set(config.label_names))
             raise LabelerError(
@@ -78,17 +88,27 @@ def sync_project(engine: Engine, project: Project) -> int:
         return row.id
 
 
-def _has_labels(session, project_id: int, labels: set[str]) -> bool:
-    if not labels:
+def _has_labels(session, project_id: int, labels: set[str] | None) -> bool:
+    """Whether gold or votes of the project use any of these labels (None: any label at all), alone or
+    as a part of a label set (labeler.tasks)."""
+    if labels is not None and not labels:
         return False
+
+    def uses(column):
+        if labels is None:
+            return column.is_not(None)
+        sep = SEPARATOR
+        return or_(*[part for x in labels for part in (column == x, column.like(f"{x}{sep}%"),
+                                                       column.like(f"%{sep}{x}"), column.like(f"%{sep}{x}{sep}%"))])
+
     gold = session.exec(
         select(models.GoldLabel.item_id)
         .join(models.Item, models.Item.id == models.GoldLabel.item_id)
-        .where(models.Item.project_id == project_id, models.GoldLabel.label.in_(labels))
+        .where(models.Item.project_id == project_id, uses(models.GoldLabel.label))
     ).first()
     vote = session.exec(
         select(models.Vote.id)
         .join(models.Item, models.Item.id == models.Vote.item_id)
-        .where(models.Item.project_id == project_id, models.Vote.label.in_(labels))
+        .where(models.Item.project_id == project_id, uses(models.Vote.label))
     ).first()
     return gold is not None or vote is not None
