@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import select
 
 from evals.compare import compare
-from evals.metrics import classification, confidence_quality, percentiles
+from evals.metrics import classification, confidence_quality, label_set_classification, percentiles, set_confidence
 from labeler.annotators.runner import run_askers
 from labeler.config import LLMAnnotator, LocalAnnotator, RecordedAnnotator
 from labeler.errors import LabelerError
@@ -57,10 +57,16 @@ def measure(ws: Workspace, asker, gold: dict[int, str]) -> tuple[dict, np.ndarra
     truth = [gold[i] for i in items]
     predicted = [rows[i].label if i in rows else None for i in items]
     right = np.array([p == t for p, t in zip(predicted, truth)])
-    confidence = [max(rows[i].probs.values()) if i in rows and rows[i].probs and rows[i].label else None for i in items]
+    labels = ws.config.label_names
+    sets = ws.task.key == "labels"
+    if sets:  # how sure it is of the whole set
+        confidence = [set_confidence(rows[i].probs, labels) if i in rows and rows[i].label is not None else None
+                      for i in items]
+    else:
+        confidence = [max(rows[i].probs.values()) if i in rows and rows[i].probs and rows[i].label else None for i in items]
     voted = [rows[i] for i in items if i in rows]
     target = ws.config.routing.target_accuracy
-    report = classification(truth, predicted, ws.config.label_names)
+    report = (label_set_classification if sets else classification)(truth, predicted, labels)
     report |= {
         "asked": len(voted),
         "abstention_rate": round(sum(v.label is None for v in voted) / len(voted), 4) if voted else None,

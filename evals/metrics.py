@@ -40,6 +40,41 @@ def classification(truth: list[str], predicted: list[str | None], labels: list[s
     }
 
 
+def label_set_classification(truth: list[str], predicted: list[str | None], labels: list[str]) -> dict[str, Any]:
+    """For label sets (stored joined by `|`, labeler.tasks): exact-set accuracy (`accuracy`), coverage,
+    per-label precision / recall / F1, micro and macro F1, Hamming loss. An abstention counts as the empty
+    set for the per-label figures and as wrong for the exact set."""
+    from sklearn.metrics import hamming_loss
+
+    n = len(truth)
+    matrix = lambda values: np.array([[int(label in (v.split("|") if v else [])) for label in labels]  # noqa: E731
+                                      for v in values]).reshape(len(values), len(labels))
+    y, p = matrix(truth), matrix([v or "" for v in predicted])
+    precision, recall, f1, support = precision_recall_fscore_support(y, p, zero_division=0)
+    return {
+        "task": "multi_label",
+        "items": n,
+        "coverage": round(sum(v is not None for v in predicted) / n, 4) if n else None,
+        "accuracy": round(sum(t == v for t, v in zip(truth, predicted)) / n, 4) if n else None,
+        "micro_f1": round(float(f1_score(y, p, average="micro", zero_division=0)), 4) if n else None,
+        "macro_f1": round(float(f1_score(y, p, average="macro", zero_division=0)), 4) if n else None,
+        "hamming_loss": round(float(hamming_loss(y, p)), 4) if n else None,
+        "kappa": None,
+        "per_label": {
+            label: {"precision": round(float(a), 4), "recall": round(float(b), 4), "f1": round(float(c), 4), "support": int(s)}
+            for label, a, b, c, s in zip(labels, precision, recall, f1, support)
+        },
+        "confusion": None,  # per label it is the precision and recall above
+    }
+
+
+def set_confidence(probs: dict[str, float] | None, labels: list[str]) -> float | None:
+    """A label set's probability of being exactly right from P(each label applies), labels taken apart."""
+    if not probs or not all(label in probs for label in labels):
+        return None
+    return float(np.prod([max(probs[label], 1 - probs[label]) for label in labels]))
+
+
 def coverage_accuracy(confidence: np.ndarray, correct: np.ndarray) -> list[tuple[float, float]]:
     """Accepting the most confident first: (share accepted, accuracy of the accepted) at each step."""
     order = np.argsort(-np.asarray(confidence, float), kind="stable")

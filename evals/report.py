@@ -47,6 +47,8 @@ def _figures(report: dict) -> dict[str, str]:
     plt.close(fig)
 
     for name, entry in report["entries"].items():
+        if entry.get("confusion") is None:  # label sets: per-label precision and recall instead
+            continue
         labels, matrix = entry["confusion"]["labels"], entry["confusion"]["matrix"]
         fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(labels), 1.0 + 0.7 * len(labels)))
         ax.imshow(matrix, cmap="Blues")

@@ -35,12 +35,30 @@ from review_ui.queue import (
 )
 
 
+def answer_of(ws: Workspace, label: str | None, labels: list[str] | None) -> str | None:
+    """The stored form of a submitted answer: `label`, or for a label set `labels` (None: "I don't know")."""
+    if labels is not None:
+        if ws.task.key != "labels":
+            raise LabelerError("this project labels one label per item: send `label`, not `labels`")
+        if label is not None:
+            raise LabelerError("send `label` or `labels`, not both")
+        return _canonical(ws, labels)
+    return None if label is None else _canonical(ws, label)
+
+
+def _canonical(ws: Workspace, value) -> str:
+    try:
+        return ws.task.canonical(value)
+    except ValueError as exc:
+        raise LabelerError(str(exc)) from None
+
+
 @retry_deadlock
 def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, client_id: str,
            reason: str | None = None, overlap: int | None = None) -> dict:
     """Record the user's answer (None with a reason: "I don't know"); a retry with the same client id is a no-op."""
-    if label is not None and label not in ws.config.label_names:
-        raise LabelerError(f"unknown label {label!r}")
+    if label is not None:
+        label = _canonical(ws, label)
     if label is None and not (reason or "").strip():
         raise LabelerError("'I don't know' needs a reason")
     written = reason is not None and reason.strip() not in ws.config.routing.review_dont_know_reasons \
@@ -172,8 +190,7 @@ def _settle(c, ws: Workspace, item_id: int, overlap: int) -> str:
 @retry_deadlock
 def promote_to_gold(ws: Workspace, user: Member, item_id: int, label: str, split: Split) -> None:
     """An expert makes an item gold (calibration or honeypot) or a guideline example; it becomes its decision."""
-    if label not in ws.config.label_names:
-        raise LabelerError(f"unknown label {label!r}")
+    label = _canonical(ws, label)
     with write_transaction(ws.engine) as c:
         if c.execute(select(Item.id).where(Item.id == item_id, Item.project_id == ws.project_id)).first() is None:
             raise LabelerError(f"no item {item_id} in this project")

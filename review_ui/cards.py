@@ -35,13 +35,14 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
         shown = {tuple(pair) for pair in machine["asked"]}
         rows = [row for row in rows if (row.name, row.version) in shown]
     newest = {name: (label, probs, version) for name, label, probs, version in rows}  # later versions win
-    votes = [MachineVote(annotator=name, label=label, version=version,
+    task = ws.task
+    votes = [MachineVote(annotator=name, label=task.exported(label), version=version,
                          probability=round(probs[label], 3) if probs and label in probs else None)
              for name, (label, probs, version) in newest.items()]
     answers = decision.details.get("decided_by", []) if decision is not None and user.role in EXPERTS else []
     common = dict(task_id=lease.task_id, item_id=lease.item_id, external_id=lease.external_id, fields=lease.fields,
-                  answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress)
+                  answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress, task=task.name)
     if lease.blind:
         return Card(**common, suggestion=None, confidence=None, votes=[], reason=BLIND, blind=True)
-    return Card(**common, suggestion=machine.get("label"), confidence=machine.get("confidence"), votes=votes,
-                reason=machine.get("reason"), blind=False)
+    return Card(**common, suggestion=task.exported(machine.get("label")), confidence=machine.get("confidence"),
+                label_confidence=machine.get("label_confidence"), votes=votes, reason=machine.get("reason"), blind=False)

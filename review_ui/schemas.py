@@ -14,8 +14,8 @@ RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 class MachineVote(BaseModel):
     annotator: str
-    label: str | None  # None: it abstained
-    probability: float | None  # its probability for the label it gave, when it reports one
+    label: str | list[str] | None  # None: it abstained; a label set's labels as a list
+    probability: float | None  # its probability for the label it gave, when it reports one (not for sets)
     version: str
 
 
@@ -26,7 +26,9 @@ class Card(BaseModel):
     item_id: int
     external_id: str
     fields: dict[str, Any]
-    suggestion: str | None  # the machines' best guess, preselected on the screen (None on blind items)
+    task: str = "single_label"  # labeler.tasks: a label, or a set of labels (multi_label)
+    suggestion: str | list[str] | None  # the machines' best guess, preselected on the screen (None on blind items)
+    label_confidence: dict[str, float] | None = None  # a label set's: P(each label applies)
     confidence: float | None  # its calibrated confidence
     votes: list[MachineVote]
     reason: str | None = None  # in one line, why this item came to people
@@ -44,6 +46,7 @@ class Next(BaseModel):
 class Submission(BaseModel):
     item_id: RowId
     label: str | None = None  # None with a reason: "I don't know"
+    labels: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=100)  # a label set
     reason: str | None = Field(default=None, max_length=500)
     client_id: str = Field(min_length=1, max_length=100)  # made by the client: a retried submit counts once
 

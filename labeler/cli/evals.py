@@ -62,7 +62,8 @@ def _print_eval(report: dict) -> None:
         c = e["confidence"]
         out.print(f"\n[bold]{name}[/] ({e['asked']} asked)", highlight=False)
         out.print(f"  accuracy {fmt(e['accuracy'])} · coverage {fmt(e['coverage'])} · macro-F1 {fmt(e['macro_f1'])}"
-                  f" · kappa {fmt(e['kappa'])}", highlight=False)
+                  + (f" · kappa {fmt(e['kappa'])}" if "task" not in e else
+                     f" · micro-F1 {fmt(e['micro_f1'])} · Hamming loss {fmt(e['hamming_loss'])}"), highlight=False)
         out.print(f"  confidence: ECE {fmt(c['ece'])} · AUROC {fmt(c['auroc'])}", highlight=False)
         out.print(f"  share at the target in hindsight {fmt(c['auto_share'])} (no guarantee: see calibrate)",
                   highlight=False)

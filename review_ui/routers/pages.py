@@ -98,7 +98,7 @@ def logout(request: Request, csrf_token_field: str = Form("", alias="csrf_token"
 def review_page(request: Request, ws: Workspace = Depends(workspace), user: Member = Depends(allow(*REVIEWERS))):
     return templates.TemplateResponse(request, "review.html", {
         "user": user, "expert": user.role in EXPERTS, "csrf": csrf_token(request), "project": ws.config.name,
-        "labels": ws.config.labels, "fields": ws.config.fields, "reasons": ws.config.routing.review_dont_know_reasons,
+        "labels": ws.config.labels, "task": ws.config.task, "fields": ws.config.fields, "reasons": ws.config.routing.review_dont_know_reasons,
         "guideline": _markdown.render(ws.project.guidelines_text())})
 
 

@@ -5,10 +5,12 @@
   const $ = (id) => document.getElementById(id);
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const expert = $("review").dataset.expert === "true";
+  // multi_label: digits turn labels on and off, Enter submits the set; otherwise a digit submits its label.
+  const sets = $("review").dataset.task === "multi_label";
   const labelButtons = [...document.querySelectorAll("button.label")];
   const idk = $("idk"), help = $("help");
   const asGold = $("as-gold"), asExample = $("as-example");
-  let current = null, chosen = null, busy = false;
+  let current = null, chosen = null, busy = false, toggled = new Set();
 
   class ApiError extends Error {}
 
@@ -50,8 +52,20 @@
   function cell(row, text) { row.insertCell().textContent = text; }
 
   function highlight() {
-    for (const button of labelButtons) button.classList.toggle("chosen", button.dataset.label === chosen);
+    for (const button of labelButtons) {
+      const on = sets ? toggled.has(button.dataset.label) : button.dataset.label === chosen;
+      button.classList.toggle("chosen", on);
+      if (sets) button.setAttribute("aria-pressed", String(on));
+    }
   }
+
+  function choose(label) {  // a digit or a click on a label
+    if (!sets) { chosen = label; highlight(); submit(chosen); return; }
+    if (toggled.has(label)) toggled.delete(label); else toggled.add(label);
+    highlight();
+  }
+
+  const shown = (answer) => Array.isArray(answer) ? (answer.length ? answer.join(", ") : "none of the labels") : answer;
 
   function show(card, message = null) {
     current = card;
@@ -59,12 +73,13 @@
     $("empty").hidden = Boolean(card);
     $("empty").textContent = message || "Nothing left to review. Thank you.";
     chosen = card ? card.suggestion : null;
+    toggled = new Set(sets && card && Array.isArray(card.suggestion) ? card.suggestion : []);
     highlight();
     if (!card) return;
     $("item-id").textContent = card.external_id;
     const confidence = card.confidence == null ? "" : ` (calibrated confidence ${(card.confidence * 100).toFixed(0)} %)`;
     $("machine").textContent = card.blind ? "· blind item" :
-      card.suggestion ? `· machines suggest ${card.suggestion}${confidence}` : "· no machine suggestion";
+      card.suggestion != null ? `· machines suggest ${shown(card.suggestion)}${confidence}` : "· no machine suggestion";
     $("why").textContent = card.reason ? `Why it is here: ${card.reason}.` : "";
     $("qualifying").hidden = !card.qualification;
     $("qualifying").textContent = card.qualification
@@ -82,14 +97,14 @@
     for (const vote of card.votes) {
       const row = votes.insertRow();
       cell(row, vote.annotator);
-      cell(row, vote.label ?? "abstained");
+      cell(row, vote.label == null ? "abstained" : shown(vote.label));
       cell(row, vote.probability == null ? "" : `${(vote.probability * 100).toFixed(0)} %`);
       cell(row, vote.version);
     }
     const answers = $("answers");
     answers.hidden = !card.answers.length;
     answers.textContent = card.answers.length
-      ? "Reviewers said: " + card.answers.map((a) => `${a.user}: ${a.label ?? `don't know (${a.reason})`}`).join("; ")
+      ? "Reviewers said: " + card.answers.map((a) => `${a.user}: ${a.label == null ? `don't know (${a.reason})` : shown(sets ? (a.label ? a.label.split("|") : []) : a.label)}`).join("; ")
       : "";
     if (asGold) asGold.checked = false;
     if (asExample) asExample.checked = false;
@@ -105,12 +120,14 @@
     if (!current) return;
     const item = current;
     return run(async () => {
-      const data = await call("POST", "/api/queue/submit", { item_id: item.item_id, label, reason, client_id: clientId() });
+      const answer = sets && label !== null ? { labels: label } : { label };
+      const data = await call("POST", "/api/queue/submit", { item_id: item.item_id, ...answer, reason, client_id: clientId() });
       if (!data) return;
-      if (expert && label && (asGold.checked || asExample.checked)) {
-        await call("POST", `/api/items/${item.item_id}/gold`, { label, split: asExample.checked ? "examples" : "calibration" });
+      if (expert && label !== null && (asGold.checked || asExample.checked)) {
+        const gold = sets ? label.join("|") : label;
+        await call("POST", `/api/items/${item.item_id}/gold`, { label: gold, split: asExample.checked ? "examples" : "calibration" });
       }
-      say(`Saved ${item.external_id}: ${label ?? "I don't know"}.`);
+      say(`Saved ${item.external_id}: ${label === null ? "I don't know" : shown(label)}.`);
       show(data.item, data.message);
     });
   }
@@ -152,11 +169,10 @@
     if (event.target.matches("input, textarea, select")) return;  // keys are off while a field has focus
     const key = event.key;
     if (/^[1-9]$/.test(key) && labelButtons[Number(key) - 1]) {
-      chosen = labelButtons[Number(key) - 1].dataset.label;
-      highlight();
-      submit(chosen);
+      choose(labelButtons[Number(key) - 1].dataset.label);
     } else if (key === "Enter") {
-      if (chosen) submit(chosen);
+      if (sets) { if (current) submit(labelButtons.map((b) => b.dataset.label).filter((l) => toggled.has(l))); }
+      else if (chosen) submit(chosen);
     } else if (key === "s") skip();
     else if (key === "u") undo();
     else if (key === "i") { if (current) idk.showModal(); }
@@ -168,7 +184,7 @@
   });
 
   for (const button of labelButtons) {
-    button.addEventListener("click", () => { button.blur(); chosen = button.dataset.label; highlight(); submit(chosen); });
+    button.addEventListener("click", () => { button.blur(); choose(button.dataset.label); });
   }
   $("idk-button").addEventListener("click", () => current && idk.showModal());
   $("skip-button").addEventListener("click", skip);
