@@ -10,7 +10,13 @@ import numpy as np
 from sqlalchemy import select
 
 from evals.compare import compare
-from evals.metrics import classification, confidence_quality, label_set_classification, percentiles, set_confidence
+from evals.metrics import (
+    classification,
+    confidence_quality,
+    label_set_classification,
+    percentiles,
+    set_confidence,
+)
 from labeler.annotators.runner import run_askers
 from labeler.config import LLMAnnotator, LocalAnnotator, RecordedAnnotator
 from labeler.errors import LabelerError

@@ -111,7 +111,7 @@ def test_the_export_format_follows_the_files_extension(tmp_path):
     assert (tmp_path / "labels.csv").read_text().splitlines()[0].startswith("id,")  # a CSV header, not JSON
     labeler("export", "-o", tmp_path / "labels.ndjson", "-p", root)
     assert json.loads((tmp_path / "labels.ndjson").read_text().splitlines()[0])["id"] == "a"
-    refused = labeler("export", "-o", tmp_path / "x.parquet", "-p", root, check=False)
-    assert refused.returncode == 1 and "unknown format '.parquet'" in refused.stderr and not (tmp_path / "x.parquet").exists()
+    refused = labeler("export", "-o", tmp_path / "x.xlsx", "-p", root, check=False)
+    assert refused.returncode == 1 and "unknown format '.xlsx'" in refused.stderr and not (tmp_path / "x.xlsx").exists()
     labeler("export", "-o", tmp_path / "forced.txt", "--format", "csv", "-p", root)  # said outright: as told
     assert (tmp_path / "forced.txt").read_text().startswith("id,")

@@ -186,9 +186,11 @@ def test_a_multi_label_project_goes_import_run_export(tmp_path, server, store_ur
 
 
 def awaiting_review(ws, suggestions: dict[str, str | None]):
-    """Every item waiting for review, with the machines' suggestion given (None: none)."""
+    """Every item without gold waiting for review, with the machines' suggestion given (None: none)."""
     with ws.session() as s:
-        ids = dict(s.execute(select(models.Item.external_id, models.Item.id)).all())
+        ids = dict(s.execute(select(models.Item.external_id, models.Item.id)
+                             .outerjoin(models.GoldLabel, models.GoldLabel.item_id == models.Item.id)
+                             .where(models.GoldLabel.item_id.is_(None))).all())
         upsert(s, models.Decision, [
             {"item_id": i, "label": suggestions.get(ext), "confidence": 0.5, "state": models.State.needs_review,
              "method": "cascade", "updated_at": models.utcnow(),
@@ -280,3 +282,24 @@ def test_a_reviewer_toggles_labels_by_keyboard_and_enter_submits_the_set(tmp_pat
 
 def test_folds_split_the_simulated_gold():  # the simulation above relies on every fold holding gold
     assert len({fold_of(i) for i in range(300)}) == 5
+
+
+def test_the_multi_label_demo_labels_most_new_items_at_the_target(tmp_path):
+    from tests.test_cli import labeler
+
+    result = json.loads(labeler("demo", str(tmp_path / "d"), "--task", "multi_label", "--json").stdout)
+    key = result["answer_key"]
+    assert key["items"] == 150 and key["auto"] >= 90 and key["auto_accuracy"] >= 0.9
+    assert result["run"]["policy"]["certificate"]["gold_accepted"] >= 100
+    rows = [json.loads(line) for line in (tmp_path / "d" / "labels.jsonl").read_text().splitlines()]
+    assert all(isinstance(r["labels"], list) for r in rows if r["state"] == "auto")
+
+
+def test_init_from_a_gold_file_of_label_sets_makes_a_multi_label_project(tmp_path):
+    from labeler.config import load_project
+    from labeler.data.projects import init_project
+
+    gold = write_file(tmp_path / "gold.csv", "id,labels,text\na,billing|shipping,x\nb,,y\nc,defect,z\n")
+    root = init_project(tmp_path / "p", gold=gold)
+    config = load_project(root).config
+    assert config.task == "multi_label" and config.label_names == ["billing", "shipping", "defect"]

@@ -18,7 +18,6 @@ from labeler.store.workspace import Workspace
 
 def load_recorded(ws: Workspace, config: RecordedAnnotator) -> dict[str, int]:
     path = ws.project.resolve(config.file)
-    labels = set(ws.config.label_names)
     with ws.session() as s:
         items = dict(s.execute(select(models.Item.external_id, models.Item.id).where(models.Item.project_id == ws.project_id)).all())
         workers = {
@@ -27,8 +26,10 @@ def load_recorded(ws: Workspace, config: RecordedAnnotator) -> dict[str, int]:
         }
         votes, unknown_items = [], 0
         for line, (task, worker, label) in read_columns(path, ("task", "worker", "label")):
-            if label not in labels:
-                raise LabelerError(f"{path}: line {line}: unknown label {label!r}")
+            try:
+                label = ws.task.canonical(label)
+            except ValueError as exc:
+                raise LabelerError(f"{path}: line {line}: {exc}") from None
             if task not in items:
                 unknown_items += 1
                 continue

@@ -191,7 +191,8 @@ def _report_import(report: importing.ImportReport, as_json: bool) -> None:
 
 
 SkipBadOpt = Annotated[bool, typer.Option("--skip-bad", help="Import the good rows and report the bad ones.")]
-FileArg = Annotated[Path, typer.Argument(help="A .csv or .jsonl file; an `id` or `task` column names the item.")]
+FileArg = Annotated[Path, typer.Argument(help="A .csv or .jsonl file (an `id` or `task` column names the item), or "
+                                              "Label Studio tasks (.json: `data` is the item, annotations the gold).")]
 
 
 @command(import_app, "items")
@@ -265,14 +266,17 @@ def _print_status(data: dict) -> None:
 def export(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
     fmt: Annotated[Optional[str], typer.Option(
-        "--format", "-f", help="jsonl or csv (default: the output file's extension; jsonl on stdout).")] = None,
+        "--format", "-f", help="jsonl, csv, parquet, label-studio (tasks, .json) or crowd (task,worker,label: "
+                                "every vote, .crowd.csv); default: the output file's extension, jsonl on stdout.")] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write one row per item: id, label, confidence, state and provenance (votes, versions)."""
     fmt = fmt or (exporting.format_of(output) if output is not None else "jsonl")
     if fmt not in exporting.FORMATS:
-        raise LabelerError(f"unknown format {fmt!r}; use jsonl or csv")
+        raise LabelerError(f"unknown format {fmt!r}; use {', '.join(exporting.FORMATS)}")
+    if output is None and fmt == "parquet":
+        raise LabelerError("Parquet is binary: name a file with -o")
     ws = open_workspace(project, read_only=True)
     if output is None:
         exporting.write_export(ws, sys.stdout, fmt)

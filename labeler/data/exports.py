@@ -16,7 +16,8 @@ from labeler.store.workspace import Workspace
 
 PAGE = 2000
 MACHINE_STATES = (models.State.auto, models.State.needs_review)
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "label-studio", "crowd", "parquet")
+HUMAN_STATES = ("gold", "confirmed")  # a Label Studio annotation; machines' labels are predictions
 
 
 def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
@@ -91,8 +92,14 @@ def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
     """Write every item to `out`; return the number of rows."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    if fmt == "crowd":
+        return _write_crowd(ws, out, progress)
     rows = iter_export_rows(ws)
     count = 0
+    if fmt == "label-studio":
+        return _write_label_studio(ws, rows, out, progress)
+    if fmt == "parquet":
+        return _write_parquet(ws, rows, out, progress)
     if fmt == "jsonl":
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -127,6 +134,96 @@ def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
     return count
 
 
+def _write_label_studio(ws: Workspace, rows, out: TextIO, progress=None) -> int:
+    """Label Studio tasks (a JSON array, written row by row): `data` is the item with its id; a gold or
+    confirmed label is an annotation, a machine's a prediction with its confidence as `score` and the
+    method as `model_version`; the choices' `from_name` is `label`, their `to_name` the first field."""
+    key, to_name = ws.task.key, ws.config.fields[0]
+
+    def result(answer) -> list[dict]:
+        choices = answer if isinstance(answer, list) else [answer]
+        return [{"from_name": "label", "to_name": to_name, "type": "choices", "value": {"choices": choices}}]
+
+    count = 0
+    out.write("[")
+    for row in rows:
+        task: dict[str, Any] = {"data": {**row["fields"], "id": row["id"]}}
+        answer = row[key]
+        if row["state"] in HUMAN_STATES and answer is not None:
+            task["annotations"] = [{"result": result(answer), "ground_truth": row["state"] == "gold"}]
+        elif answer is not None:
+            task["predictions"] = [{"model_version": row["method"], "score": row["confidence"], "result": result(answer)}]
+        out.write(("," if count else "") + "\n" + json.dumps(task, ensure_ascii=False))
+        count += 1
+        if progress:
+            progress(count)
+    out.write("\n]\n")
+    return count
+
+
+def _write_parquet(ws: Workspace, rows, out, progress=None) -> int:
+    """Parquet, for Hugging Face datasets (`load_dataset("parquet", data_files=...)`): a column per item field
+    (text; other values as JSON), the answer (a list for label sets), confidence, state, method, gold, and
+    votes and certificate as JSON; written PAGE rows at a time, so memory stays flat."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    key = ws.task.key
+    answer = pa.list_(pa.string()) if key == "labels" else pa.string()
+    fields = list(ws.config.fields) + [f for f in field_keys(ws) if f not in ws.config.fields]
+    schema = pa.schema([("id", pa.string()), (key, answer), ("confidence", pa.float64()), ("state", pa.string()),
+                        ("method", pa.string()), ("gold", answer), *[(f, pa.string()) for f in fields],
+                        ("votes", pa.string()), ("certified", pa.string())])
+    count = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        batch: list[dict] = []
+        for row in rows:
+            flat = {k: row[k] for k in ("id", key, "confidence", "state", "method", "gold")}
+            flat |= {f: _text(row["fields"].get(f)) for f in fields}
+            flat |= {"votes": json.dumps(row["votes"], ensure_ascii=False),
+                     "certified": json.dumps(row["certified"]) if row["certified"] else None}
+            batch.append(flat)
+            count += 1
+            if len(batch) >= PAGE:
+                writer.write_table(pa.Table.from_pylist(batch, schema))
+                batch = []
+            if progress:
+                progress(count)
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema))
+    return count
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) or value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _write_crowd(ws: Workspace, out: TextIO, progress=None) -> int:
+    """Every vote, machine and human, as a crowd table `task,worker,label` (crowd-kit's long format, what
+    `labeler aggregate` and recorded annotators read): annotators by name, reviewers as `user:NAME`.
+    Abstentions and "I don't know" are left out: they name no label."""
+    Item, Vote, Task = models.Item, models.Vote, models.ReviewTask
+    writer = csv.writer(out)
+    writer.writerow(["task", "worker", "label"])
+    count = 0
+    with ws.session() as s:
+        machines = s.execute(
+            select(Item.external_id, models.Annotator.name, Vote.label).join(Vote, Vote.item_id == Item.id)
+            .join(models.Annotator, models.Annotator.id == Vote.annotator_id)
+            .where(Item.project_id == ws.project_id, Vote.label.is_not(None)).order_by(Vote.id))
+        people = s.execute(
+            select(Item.external_id, models.User.name, Task.label).join(Task, Task.item_id == Item.id)
+            .join(models.User, models.User.id == Task.user_id)
+            .where(Item.project_id == ws.project_id, Task.submitted_at.is_not(None), Task.label.is_not(None))
+            .order_by(Task.id))
+        for task, worker, label in [*machines, *((t, f"user:{w}", lab) for t, w, lab in people)]:
+            writer.writerow([_inert(task), _inert(worker), _inert(label)])
+            count += 1
+            if progress:
+                progress(count)
+    return count
+
+
 def field_keys(ws: Workspace) -> list[str]:
     """Every field name of the project's items, in order of first appearance (one pass in the store)."""
     if ws.engine.dialect.name == "sqlite":
@@ -152,15 +249,17 @@ def _cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
 
 
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".json": "label-studio", ".crowd.csv": "crowd",
+              ".parquet": "parquet"}
 
 
 def format_of(path: Path) -> str:
     """The export format a file's extension names; an unknown one is an error, never JSONL by default."""
-    suffix = Path(path).suffix.lower()
+    name = Path(path).name.lower()
+    suffix = ".crowd.csv" if name.endswith(".crowd.csv") else Path(path).suffix.lower()
     if suffix not in EXTENSIONS:
-        raise LabelerError(f"{path}: unknown format {suffix or '(no extension)'!r}; name a .jsonl or .csv file, "
-                           "or give --format")
+        raise LabelerError(f"{path}: unknown format {suffix or '(no extension)'!r}; name a .jsonl, .csv, .parquet, "
+                           ".json (Label Studio) or .crowd.csv (task,worker,label) file, or give --format")
     return EXTENSIONS[suffix]
 
 
@@ -168,6 +267,9 @@ def export_to_path(ws: Workspace, path: Path, fmt: str | None = None, progress=N
     fmt = fmt or format_of(path)
     if fmt not in FORMATS:  # before the file is opened: a bad format leaves no empty file behind
         raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    if fmt == "parquet":  # binary
+        with Path(path).open("wb") as out:
+            return write_export(ws, out, fmt, progress)
     with Path(path).open("w", encoding="utf-8", newline="") as out:
         return write_export(ws, out, fmt, progress)
 

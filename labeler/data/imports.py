@@ -235,12 +235,26 @@ def _parse_row(line, raw, *, gold, task, declared, default_split) -> _Row | RowE
         except ValueError:
             return RowError(line, f"item {external_id!r}: unknown split {split_value!r} (use {', '.join(s.value for s in Split)})")
     fields = {k: v for k, v in raw.items() if k not in EXPORT_COLUMNS and k is not None}
+    for name in declared:  # a field named by its path in nested data (`data.text`) is kept under that name
+        if name not in fields and "." in name:
+            value = at_path(fields, name)
+            if value is not None:
+                fields[name] = value
     if not fields and gold:
         return _Row(line, external_id, None, label, split)
     missing = [f for f in declared if f not in fields or fields[f] is None]
     if missing:
         return RowError(line, f"item {external_id!r}: missing field(s) {', '.join(missing)}")
     return _Row(line, external_id, fields, label, split, content_hash(fields))
+
+
+def at_path(data: dict, path: str):
+    """The value at a dotted path (`data.text`) in nested objects; None where there is none."""
+    for part in path.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
 
 
 @dataclass

@@ -113,14 +113,15 @@ def label_counts(gold: Path) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for line, row in read_rows(gold):
-        if "label" not in row:
-            raise LabelerError(f"{gold}: line {line}: no `label` column")
-        label = str(row["label"]).strip()
-        if label:
+        column = "labels" if "labels" in row else "label"  # `labels`: label sets, joined by `|`
+        if column not in row:
+            raise LabelerError(f"{gold}: line {line}: no `label` column (or `labels`, for label sets)")
+        parts = str(row[column]).split("|") if column == "labels" else [str(row[column])]
+        for label in filter(None, (p.strip() for p in parts)):
             counts[label] = counts.get(label, 0) + 1
             if len(counts) > MAX_LABELS:
                 raise LabelerError(f"{gold}: more than {MAX_LABELS} distinct labels; is `label` the right column?")
-    if len(counts) < 2:
+    if len(counts) < (1 if is_label_sets(gold) else 2):
         raise LabelerError(f"{gold}: a label set needs at least two labels, found {list(counts) or 'none'}")
     return counts
 
@@ -129,6 +130,13 @@ def has_split_column(gold: Path) -> bool:
     from labeler.data.readers import read_rows
 
     return any("split" in row for _, row in itertools.islice(read_rows(gold), 100))
+
+
+def is_label_sets(gold: Path) -> bool:
+    """Whether a gold file gives label sets (a `labels` column): its project is multi_label."""
+    from labeler.data.readers import read_rows
+
+    return any("labels" in row for _, row in itertools.islice(read_rows(gold), 1))
 
 
 def labels_of(gold: Path) -> list[str]:
@@ -143,6 +151,8 @@ def init_project(directory: Path, name: str | None = None, items: Path | None = 
     root = _target(directory)
     name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-") or "project"
     text = PROJECT_TEMPLATE.format(name=name)
+    if gold and is_label_sets(gold):
+        text = text.replace("\nlabels:\n", "\n# Any number of the labels per item (none included).\ntask: multi_label\nlabels:\n", 1)
     if items or gold:
         text = text.replace(DEFAULT_LABELS, "".join(f"  {_yaml_key(label)}: Define {label} in one line.\n" for label in labels))
         text = text.replace("fields: [text]", f"fields: [{', '.join(_yaml_key(f) for f in fields)}]")

@@ -26,8 +26,12 @@ def read_rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[in
         yield from _read_csv(path, progress)
     elif suffix in (".jsonl", ".ndjson"):
         yield from _read_jsonl(path, progress)
+    elif suffix == ".json":
+        yield from _read_label_studio(path, progress)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path, progress)
     else:
-        raise LabelerError(f"{path}: unknown format {suffix!r}; use .csv or .jsonl")
+        raise LabelerError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl, .parquet or .json (Label Studio tasks)")
 
 
 def read_columns(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, tuple[str, ...]]]:
@@ -126,3 +130,63 @@ def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, di
                 yield line_no, {"__error__": "expected a JSON object"}
                 continue
             yield line_no, row
+
+
+def _read_label_studio(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Label Studio's JSON export (a list of tasks): each task's `data` is the item (its `id` there, else the
+    task's), and its first annotation that was not cancelled gives the gold: the choices of its first
+    `choices` result, as `labels` joined by `|` (one choice: a label). Numbered by task, from 1. The file
+    is read whole: Label Studio writes it as one array."""
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8-sig"), parse_constant=_no_constant, parse_float=_finite)
+    except UnicodeDecodeError as exc:
+        raise LabelerError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise LabelerError(f"{path}: not Label Studio tasks: {getattr(exc, 'msg', exc)}") from None
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list):
+        raise LabelerError(f"{path}: expected a list of Label Studio tasks")
+    if progress:
+        progress(path.stat().st_size)
+    for number, task in enumerate(tasks, start=1):
+        if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+            yield number, {"__error__": f"task {number}: expected an object with `data` (a Label Studio task)"}
+            continue
+        row = dict(task["data"])
+        row.setdefault("id", task.get("id"))
+        choices = _choices(task.get("annotations") or [])
+        if choices is not None:
+            row["labels"] = "|".join(choices)
+        yield number, row
+
+
+def _choices(annotations: list) -> list[str] | None:
+    for annotation in annotations:
+        if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+            continue
+        for result in annotation.get("result") or []:
+            if isinstance(result, dict) and result.get("type") == "choices":
+                return [str(c) for c in (result.get("value") or {}).get("choices") or []]
+    return None
+
+
+PARQUET_BATCH = 2000
+
+
+def _read_parquet(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """A Parquet file (a Hugging Face dataset's, or our export) batch by batch, never whole; rows numbered
+    from 1. Values come as Python ones: lists and structs as lists and dicts."""
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow's errors are many kinds; each means the same here
+        raise LabelerError(f"{path}: not a Parquet file ({exc})") from None
+    number, size = 0, path.stat().st_size
+    for batch in file.iter_batches(batch_size=PARQUET_BATCH):
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+        if progress:
+            progress(size * number // max(file.metadata.num_rows, 1))

@@ -1,0 +1,141 @@
+"""Data in and out in the formats teams already have: Label Studio tasks, crowd tables, nested JSONL fields."""
+
+import csv
+import json
+
+from sqlalchemy import select
+
+from labeler.data.exports import export_to_path, format_of
+from labeler.data.imports import import_gold, import_items
+from labeler.store.models import Role
+from labeler.store.workspace import open_workspace
+from review_ui import answers
+from review_ui.queue import lease_next
+from tests.conftest import write_file, write_project
+from tests.test_multi_label import awaiting_review
+
+YAML = "name: {name}\nlabels: {{positive: liked, negative: did not}}\nfields: [text]\nrouting: {{review_order: import, review_blind_share: 0, review_gold_share: 0}}\n"
+
+
+def project(tmp_path, name="p", yaml_text=None):
+    root = write_project(tmp_path / name, yaml_text=yaml_text or YAML.format(name=name))
+    return open_workspace(root, url=f"sqlite:///{tmp_path / (name + '.db')}")
+
+
+LABEL_STUDIO = [
+    {"id": 7, "data": {"text": "loved it", "id": "r1"},
+     "annotations": [{"was_cancelled": True, "result": [{"type": "choices", "value": {"choices": ["negative"]}}]},
+                     {"result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
+                                  "value": {"choices": ["positive"]}}]}]},
+    {"id": 8, "data": {"text": "broke at once"},
+     "annotations": [{"result": [{"type": "choices", "value": {"choices": ["negative"]}}]}]},
+    {"id": 9, "data": {"text": "not labeled yet"}},
+]
+
+
+def test_label_studio_tasks_come_in_as_items_and_their_annotations_as_gold(tmp_path):
+    ws = project(tmp_path)
+    file = write_file(tmp_path / "export.json", json.dumps(LABEL_STUDIO))
+    assert import_items(ws, file).items_added == 3
+    report = import_gold(ws, file, skip_bad=True)
+    assert report.gold_added == 2 and [e.line for e in report.errors] == [3]  # the task with no annotation
+    rows = {r["id"]: r for r in _jsonl(ws, tmp_path)}
+    assert set(rows) == {"r1", "8", "9"}  # the id in `data`, else the task's
+    assert rows["r1"]["gold"] == "positive" and rows["8"]["gold"] == "negative"  # the cancelled one is passed over
+    assert rows["r1"]["fields"] == {"text": "loved it"}
+
+
+def _jsonl(ws, tmp_path):
+    export_to_path(ws, tmp_path / "out.jsonl")
+    return [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+
+
+def test_an_export_to_label_studio_imports_back_to_the_same_items_and_gold(tmp_path):
+    ws = project(tmp_path)
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\na,good\nb,bad\nc,\"=1+1, fine\"\n"))
+    import_gold(ws, write_file(tmp_path / "gold.csv", "id,label\na,positive\n"))
+    awaiting_review(ws, {"b": "negative", "c": "positive"})
+    assert format_of(tmp_path / "x.json") == "label-studio"
+    export_to_path(ws, tmp_path / "tasks.json")
+    tasks = json.loads((tmp_path / "tasks.json").read_text())
+    by_id = {t["data"]["id"]: t for t in tasks}
+    assert by_id["a"]["annotations"][0]["result"][0]["value"] == {"choices": ["positive"]}
+    prediction = by_id["b"]["predictions"][0]
+    assert prediction["result"][0]["value"]["choices"] == ["negative"] and prediction["score"] == 0.5
+    assert prediction["result"][0]["to_name"] == "text"
+    again = project(tmp_path, "q")
+    assert import_items(again, tmp_path / "tasks.json").items_added == 3
+    assert import_gold(again, tmp_path / "tasks.json", skip_bad=True).gold_added == 1
+    before = {r["id"]: (r["fields"], r["gold"]) for r in _jsonl(ws, tmp_path)}
+    after = {r["id"]: (r["fields"], r["gold"]) for r in _jsonl(again, tmp_path)}
+    assert before == after
+
+
+def test_every_vote_machine_and_human_goes_out_as_a_crowd_table(tmp_path):
+    from labeler.store import models
+    from labeler.store.users import authenticate
+    from tests.review_client import PASSWORD, make_users
+
+    ws = project(tmp_path)
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\na,good\n=b,fine\n"))
+    awaiting_review(ws, {"a": "positive"})
+    make_users(ws, ann=Role.reviewer)
+    user = authenticate(ws, "ann", PASSWORD)
+    lease = lease_next(ws, user)
+    answers.submit(ws, user, lease.item_id, label="negative", client_id="c1")
+    with ws.session() as s:
+        machine = models.Annotator(project_id=ws.project_id, name="m", kind="model")
+        s.add(machine)
+        s.flush()
+        b = s.scalar(select(models.Item.id).where(models.Item.external_id == "=b"))
+        s.add_all([models.Vote(item_id=b, annotator_id=machine.id, label="positive"),
+                   models.Vote(item_id=b, annotator_id=machine.id, version="v2", label=None, abstain_reason="unsure")])
+    assert format_of(tmp_path / "votes.crowd.csv") == "crowd"
+    export_to_path(ws, tmp_path / "votes.crowd.csv")
+    rows = list(csv.DictReader((tmp_path / "votes.crowd.csv").open()))
+    assert sorted((r["task"], r["worker"], r["label"]) for r in rows) == [
+        ("'=b", "m", "positive"), (lease.external_id, "user:ann", "negative")]  # defused; abstentions left out
+
+
+def test_fields_named_by_path_are_read_from_nested_jsonl(tmp_path):
+    ws = project(tmp_path, yaml_text=YAML.format(name="p").replace("fields: [text]", "fields: [data.text]"))
+    file = write_file(tmp_path / "items.jsonl", '{"id": "a", "data": {"text": "deep"}}\n{"id": "b", "data": {}}\n')
+    report = import_items(ws, file, skip_bad=True)
+    assert report.items_added == 1 and "missing field(s) data.text" in report.errors[0].message
+    from labeler.annotators.classifier import item_text
+
+    row = _jsonl(ws, tmp_path)[0]
+    assert row["fields"]["data.text"] == "deep" and item_text(row["fields"], ["data.text"]) == "deep"
+
+
+def test_parquet_goes_out_and_comes_back_as_the_same_items(tmp_path):
+    import pyarrow.parquet as pq
+
+    ws = project(tmp_path)
+    import_items(ws, write_file(tmp_path / "items.jsonl", '{"id": "a", "text": "good", "meta": {"n": 1}}\n'
+                                '{"id": "b", "text": "bad"}\n'))
+    import_gold(ws, write_file(tmp_path / "gold.csv", "id,label\na,positive\n"))
+    assert format_of(tmp_path / "x.parquet") == "parquet"
+    assert export_to_path(ws, tmp_path / "labels.parquet") == 2
+    table = pq.read_table(tmp_path / "labels.parquet")  # what datasets.load_dataset("parquet") reads
+    assert table.column_names[:7] == ["id", "label", "confidence", "state", "method", "gold", "text"]
+    assert table.to_pylist()[0]["meta"] == '{"n": 1}' and table.to_pylist()[1]["gold"] is None
+    again = project(tmp_path, "q")
+    assert import_items(again, tmp_path / "labels.parquet").items_added == 2
+    before = {r["id"]: r["fields"]["text"] for r in _jsonl(ws, tmp_path)}
+    assert before == {r["id"]: r["fields"]["text"] for r in _jsonl(again, tmp_path)}
+
+
+def test_a_label_set_exports_to_parquet_as_a_list(tmp_path):
+    import pyarrow.parquet as pq
+
+    yaml_text = YAML.format(name="m").replace("labels: {positive: liked, negative: did not}",
+                                              "task: multi_label\nlabels: {a: one, b: two}")
+    ws = project(tmp_path, "m", yaml_text)
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\nx,hello\n"))
+    import_gold(ws, write_file(tmp_path / "gold.csv", "id,labels\nx,b|a\n"))
+    export_to_path(ws, tmp_path / "sets.parquet")
+    row = pq.read_table(tmp_path / "sets.parquet").to_pylist()[0]
+    assert row["labels"] == ["a", "b"] and row["gold"] == ["a", "b"]
+    again = project(tmp_path, "m2", yaml_text.replace("name: m", "name: m2"))
+    assert import_gold(again, tmp_path / "sets.parquet").gold_added == 1  # its `labels` list is the gold
