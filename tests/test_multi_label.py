@@ -194,7 +194,8 @@ def awaiting_review(ws, suggestions: dict[str, str | None]):
         upsert(s, models.Decision, [
             {"item_id": i, "label": suggestions.get(ext), "confidence": 0.5, "state": models.State.needs_review,
              "method": "cascade", "updated_at": models.utcnow(),
-             "details": {"machine": {"label": suggestions.get(ext), "confidence": 0.5, "reason": "below the level"}}}
+             "details": {"machine": {"label": suggestions.get(ext), "confidence": 0.5, "reason": "below the level",
+                                     **({"label_confidence": {"defect": 0.62}} if suggestions.get(ext) else {})}}}
             for ext, i in ids.items()], ["item_id"])
 
 
@@ -262,7 +263,7 @@ def test_a_reviewer_toggles_labels_by_keyboard_and_enter_submits_the_set(tmp_pat
         page.click("button[type=submit]")
         item = page.locator("#item-id")
         expect(item).to_have_text("i0")
-        expect(page.locator("button.label.chosen")).to_have_text("3 defect")  # the suggestion, preselected
+        expect(page.locator("button.label.chosen")).to_have_text("3 defect 62 %")  # the suggestion, preselected
         page.keyboard.press("1")
         page.keyboard.press("3")  # defect off
         page.keyboard.press("2")

@@ -75,6 +75,13 @@
     chosen = card ? card.suggestion : null;
     toggled = new Set(sets && card && Array.isArray(card.suggestion) ? card.suggestion : []);
     highlight();
+    for (const button of labelButtons) {  // a label set: how sure the machines are of each label
+      const p = card && !card.blind && card.label_confidence ? card.label_confidence[button.dataset.label] : null;
+      let badge = button.querySelector(".p");
+      if (p == null) { if (badge) badge.remove(); continue; }
+      if (!badge) { badge = document.createElement("span"); badge.className = "p"; button.append(badge); }
+      badge.textContent = ` ${(p * 100).toFixed(0)} %`;
+    }
     if (!card) return;
     $("item-id").textContent = card.external_id;
     const confidence = card.confidence == null ? "" : ` (calibrated confidence ${(card.confidence * 100).toFixed(0)} %)`;
