@@ -19,7 +19,7 @@ YAML = "name: {name}\nlabels: {{positive: liked, negative: did not}}\nfields: [t
 
 def project(tmp_path, name="p", yaml_text=None):
     root = write_project(tmp_path / name, yaml_text=yaml_text or YAML.format(name=name))
-    return open_workspace(root, url=f"sqlite:///{tmp_path / (name + '.db')}")
+    return open_workspace(root)  # SQLite in the project folder, or the PostgreSQL pass's store
 
 
 LABEL_STUDIO = [

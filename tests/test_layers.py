@@ -43,11 +43,12 @@ def test_nothing_imports_the_cli():
 
 
 # Inside `labeler`, its rooms: the store at the bottom, data in and out above it, the annotators above
-# both; the project file and errors are for everyone; only the CLI reaches every layer.
+# both; the project file, its task type and errors are for everyone; only the CLI reaches every layer.
+EVERYONE = {"config", "tasks", "errors"}
 ROOMS = {
-    "store": {"store", "config", "errors"},
-    "data": {"store", "data", "config", "errors"},
-    "annotators": {"store", "data", "annotators", "config", "errors"},
+    "store": {"store"} | EVERYONE,
+    "data": {"store", "data"} | EVERYONE,
+    "annotators": {"store", "data", "annotators"} | EVERYONE,
 }
 
 

@@ -29,6 +29,7 @@ from tests.llm_server import LLMServer
 LABELS = ["billing", "shipping", "defect"]
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_a_label_set_is_stored_in_the_projects_order_and_unknown_labels_are_refused():
     task = MultiLabel(LABELS)
     assert task.canonical("shipping|billing") == "billing|shipping" == task.canonical(["shipping", " billing "])
@@ -43,6 +44,7 @@ def test_a_label_set_is_stored_in_the_projects_order_and_unknown_labels_are_refu
     assert ProjectConfig.model_validate({"name": "x", "task": "multi_label", "labels": {"only": "one"}}).task == "multi_label"
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 @pytest.mark.parametrize("answer, label, dropped", [
     ('{"labels": ["billing", "defect"]}', "billing|defect", ()),
     ('```json\n{"labels": ["Shipping", "refund"]}\n```', "shipping", ("refund",)),
@@ -59,6 +61,7 @@ def test_a_chat_models_label_set_is_read_leniently_and_never_guessed(answer, lab
     assert (parsed.abstain_reason is None) == (label is not None)
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_prompts_for_label_sets_ask_json_of_chat_models_and_label_by_label_of_base_models():
     examples = [{"fields": {"text": "charged twice, parcel late"}, "label": "billing|shipping"},
                 {"fields": {"text": "hello"}, "label": ""}]
@@ -85,6 +88,7 @@ def test_prompts_for_label_sets_ask_json_of_chat_models_and_label_by_label_of_ba
     assert single.content_hash() == hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_a_set_score_is_the_log_odds_that_every_label_is_right():
     z = np.array([[[2.0, -1.0]]])  # one item, one stage: P(a) = sigmoid(2), P(not b) = sigmoid(1)
     paths = label_sets.SetPaths(z, np.ones((1, 1), bool), np.zeros((1, 1, 2)), np.zeros((1, 1, 2)))
@@ -115,6 +119,7 @@ def simulated(n: int, rng, skill=(0.9, 0.75)):
     return truth, votes
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_the_guarantee_on_exact_sets_holds_over_draws_of_the_gold():
     """With probability at least `confidence` over draws of the gold, accepted new items are exactly right
     at least `target` of the time: counted over 40 draws (the bound holds by construction; this checks the
@@ -210,6 +215,7 @@ def test_gold_labels_import_checked_against_the_label_set(tmp_path, server):
     assert stored == {"i2": "", "i3": "billing|defect"}
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_label_set_metrics_against_hand_counts():
     truth = ["billing|shipping", "", "defect", "billing"]
     predicted = ["billing|shipping", "billing", None, "billing|defect"]
@@ -281,10 +287,12 @@ def test_a_reviewer_toggles_labels_by_keyboard_and_enter_submits_the_set(tmp_pat
     assert answered == {"i0": "billing|shipping", "i1": ""}
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_folds_split_the_simulated_gold():  # the simulation above relies on every fold holding gold
     assert len({fold_of(i) for i in range(300)}) == 5
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_the_multi_label_demo_labels_most_new_items_at_the_target(tmp_path):
     from tests.test_cli import labeler
 
@@ -296,6 +304,7 @@ def test_the_multi_label_demo_labels_most_new_items_at_the_target(tmp_path):
     assert all(isinstance(r["labels"], list) for r in rows if r["state"] == "auto")
 
 
+@pytest.mark.once  # no store work of its own: the PostgreSQL pass leaves it out
 def test_init_from_a_gold_file_of_label_sets_makes_a_multi_label_project(tmp_path):
     from labeler.config import load_project
     from labeler.data.projects import init_project
