@@ -5,7 +5,8 @@ from sqlalchemy import func, select
 from labeler.data.imports import CHUNK_ROWS, import_gold, import_items
 from labeler.errors import LabelerError
 from labeler.store import models
-from tests.conftest import DATASETS, needs_datasets, write_file
+from labeler.store.workspace import open_workspace
+from tests.conftest import DATASETS, needs_datasets, write_file, write_project
 
 
 def count(ws, model):
@@ -71,7 +72,7 @@ def test_duplicate_ids_within_a_file(ws, tmp_path):
 
 
 def test_missing_declared_field(ws, tmp_path):
-    report = import_items(ws, write_file(tmp_path / "i.csv", "id,body\na,x\n"))
+    report = import_items(ws, write_file(tmp_path / "i.jsonl", '{"id": "a", "body": "x"}\n'))  # row by row in JSONL
     assert "missing field(s) text" in report.errors[0].message
 
 
@@ -193,3 +194,34 @@ def test_a_long_import_on_sqlite_lets_other_writers_in_between_chunks(tmp_path):
     done.join()
     assert count(ws, models.Item) == 10 * CHUNK_ROWS
     assert len(waits) >= 3 and max(waits) < 2  # got in while the import went on, each time within a chunk
+
+
+def test_a_file_separated_by_semicolons_is_named_as_such(ws, tmp_path):
+    with pytest.raises(LabelerError, match=r"line 1: the header was read as one column \('id;text'\).*semicolons"):
+        import_items(ws, write_file(tmp_path / "semi.csv", "id;text\na;fine\nb;bad\n"))
+
+
+def test_a_field_missing_from_the_header_is_said_once_for_the_header(ws, tmp_path):
+    rows = "".join(f"i{n},hello\n" for n in range(50))
+    with pytest.raises(LabelerError, match=r"line 1: no column 'text' .*the header has 'id', 'tweet_body'"):
+        import_items(ws, write_file(tmp_path / "tweets.csv", "id,tweet_body\n" + rows))
+    # A gold file of ids and labels names items imported before: no fields needed.
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\na,fine\n"))
+    assert import_gold(ws, write_file(tmp_path / "gold.csv", "id,label\na,positive\n")).gold_added == 1
+
+
+@pytest.mark.parametrize("name, text", [("empty.csv", ""), ("header.csv", "id,text\n"), ("empty.jsonl", ""),
+                                        ("blank.jsonl", "\n\n")])
+def test_a_file_with_no_rows_is_the_same_error_whatever_its_format(ws, tmp_path, name, text):
+    with pytest.raises(LabelerError, match="no rows to import|empty file"):
+        import_items(ws, write_file(tmp_path / name, text))
+
+
+def test_an_item_over_the_size_limit_is_refused_with_its_line(tmp_path):
+    from tests.conftest import PROJECT_YAML
+
+    root = write_project(tmp_path / "p", yaml_text=PROJECT_YAML.format(name="p") + "max_item_chars: 100\n")
+    small = open_workspace(root)
+    report = import_items(small, write_file(tmp_path / "big.csv", f"id,text\na,short\nb,{'x' * 200}\n"), skip_bad=True)
+    assert report.items_added == 1 and str(report.errors[0]).startswith("line 3: item 'b': its fields hold 2")
+    assert "over the project's limit of 100 (`max_item_chars` in labeler.yaml)" in report.errors[0].message

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 
-from labeler.data.readers import Progress, read_rows
+from labeler.data.readers import Progress, csv_header, read_rows
 from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.engine import upsert
@@ -63,9 +63,12 @@ class ImportReport:
         return data
 
 
+def _blob(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def content_hash(fields: dict[str, Any]) -> str:
-    blob = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_blob(fields).encode("utf-8")).hexdigest()
 
 
 # --- importing -------------------------------------------------------------------------
@@ -108,20 +111,40 @@ def import_gold(
     return _import(ws, Path(path), gold=True, default_split=default, skip_bad=skip_bad, progress=progress)
 
 
+def _check_header(ws, path: Path, gold: bool) -> None:
+    """A CSV header without a declared field fails every row the same way: said once, for the header."""
+    header = csv_header(path)
+    if header is None:
+        return
+    fields = [h for h in header if h not in ID_COLUMNS and h not in EXPORT_COLUMNS]
+    missing = [f for f in ws.config.fields if f not in header]
+    if missing and (fields or not gold):  # a gold file of ids and labels only names items imported before
+        raise LabelerError(f"{path}: line 1: no column {', '.join(map(repr, missing))} (the fields labeler.yaml "
+                           f"declares); the header has {', '.join(map(repr, header))}: rename the column, or "
+                           "change `fields` in labeler.yaml")
+
+
 def _import(ws, path, *, gold, default_split, skip_bad, progress) -> ImportReport:
+    _check_header(ws, path, gold)
     parse = functools.partial(_parse_row, gold=gold, task=ws.task, declared=ws.config.fields,
-                              default_split=default_split)
+                              default_split=default_split, max_chars=ws.config.max_item_chars)
     kind = "import gold" if gold else "import items"
     if ws.engine.dialect.name != "sqlite":  # PostgreSQL locks rows, not the store: one transaction
         return _write(ws, path, parse, progress, kind=kind, skip_bad=skip_bad, per_chunk=False)
     # SQLite has one write lock for the whole store: check every row first, writing nothing, then
     # write a transaction per chunk, so reviewers and runs get in between.
     size = Path(path).stat().st_size if Path(path).is_file() else 0
-    checked = _check(ws, path, parse, progress and (lambda done: progress(done // 2)))
+    checked = _nothing_read(_check(ws, path, parse, progress and (lambda done: progress(done // 2))))
     if checked.bad_rows and not skip_bad:
         return checked
     return _write(ws, path, parse, progress and (lambda done: progress((size + done) // 2)), kind=kind,
                   skip_bad=True, per_chunk=True)
+
+
+def _nothing_read(report: ImportReport) -> ImportReport:
+    if report.rows == 0:  # the same for an empty CSV, a header alone and an empty JSONL file
+        raise LabelerError(f"{report.file}: no rows to import (the file is empty, or holds a header only)")
+    return report
 
 
 def _write(ws, path, parse, progress, *, kind, skip_bad, per_chunk) -> ImportReport:
@@ -137,6 +160,7 @@ def _write(ws, path, parse, progress, *, kind, skip_bad, per_chunk) -> ImportRep
                     raise
                 raise LabelerError(f"{path}: the store refused after {written[0]} items and {written[1]} gold "
                                    f"labels were written ({exc.orig}); importing the file again finishes it") from exc
+        _nothing_read(report)
         if report.bad_rows and not skip_bad:
             whole.rollback()
             return report
@@ -209,7 +233,7 @@ def _bad(report: ImportReport, error: RowError) -> None:
         report.errors.append(error)
 
 
-def _parse_row(line, raw, *, gold, task, declared, default_split) -> _Row | RowError:
+def _parse_row(line, raw, *, gold, task, declared, default_split, max_chars=None) -> _Row | RowError:
     if "__error__" in raw:
         return RowError(line, raw["__error__"])
     raw = dict(raw)
@@ -245,7 +269,11 @@ def _parse_row(line, raw, *, gold, task, declared, default_split) -> _Row | RowE
     missing = [f for f in declared if f not in fields or fields[f] is None]
     if missing:
         return RowError(line, f"item {external_id!r}: missing field(s) {', '.join(missing)}")
-    return _Row(line, external_id, fields, label, split, content_hash(fields))
+    blob = _blob(fields)
+    if max_chars is not None and len(blob) > max_chars:
+        return RowError(line, f"item {external_id!r}: its fields hold {len(blob):,} characters, over the project's "
+                              f"limit of {max_chars:,} (`max_item_chars` in labeler.yaml)")
+    return _Row(line, external_id, fields, label, split, hashlib.sha256(blob.encode("utf-8")).hexdigest())
 
 
 def at_path(data: dict, path: str):

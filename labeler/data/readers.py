@@ -34,6 +34,15 @@ def read_rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[in
         raise LabelerError(f"{path}: unknown format {suffix!r}; use .csv, .jsonl, .parquet or .json (Label Studio tasks)")
 
 
+def csv_header(path: Path) -> list[str] | None:
+    """A CSV file's column names (None for other formats, or a file with no header)."""
+    if Path(path).suffix.lower() != ".csv" or not Path(path).is_file():
+        return None
+    with Path(path).open(encoding="utf-8-sig", errors="replace", newline="") as f:
+        header = next(csv.reader(f), None)
+    return [h.strip() for h in header] if header else None
+
+
 def read_columns(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, tuple[str, ...]]]:
     """(line, values) of the named columns, each required to be non-empty (crowd and gold tables)."""
     for line, row in read_rows(Path(path)):
@@ -53,6 +62,10 @@ def _read_csv(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict
             if not header:
                 raise LabelerError(f"{path}: empty file, expected a header row")
             header = [h.strip() for h in header]
+            separator = next((name for sep, name in ((";", "semicolons"), ("\t", "tabs")) if sep in header[0]), None)
+            if len(header) == 1 and separator:
+                raise LabelerError(f"{path}: line 1: the header was read as one column ({header[0][:60]!r}): the "
+                                   f"file is separated by {separator}, not commas; save it as comma-separated CSV")
             if len(set(header)) != len(header):
                 raise LabelerError(f"{path}: line 1: repeated column names in the header")
             while True:
