@@ -142,7 +142,7 @@ class ProjectConfig(_Strict):
     fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     guidelines: Path = Path("guidelines.md")
     # An item whose fields hold more characters than this is refused at import (a prompt cannot take it).
-    max_item_chars: int = Field(default=1_000_000, ge=1)
+    max_item_chars: int = Field(default=16_000_000, ge=1)
     annotators: list[AnnotatorConfig] = Field(default_factory=list)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
