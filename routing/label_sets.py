@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labeler.store import models
+from labeler.tasks import MultiLabel
 from routing.cascade import CascadePolicy, Scored
 from routing.project import FOLDS, MIN_CALIBRATION, Certified, fold_of, no_level_reason
 
@@ -97,14 +98,14 @@ class Evidence:
         return np.maximum(ends.max(axis=0), 0.0), np.maximum(-ends.min(axis=0), 0.0)
 
 
-def vote_log_odds(answer: str | None, probs: dict | None, label: str) -> float | None:
+def vote_log_odds(task: MultiLabel, answer: str | None, probs: dict | None, label: str) -> float | None:
     """A vote's log-odds that `label` applies (None: an abstention, which says nothing)."""
     if answer is None:
         return None
     if probs and label in probs:
         p = min(max(float(probs[label]), 1e-4), 1 - 1e-4)
         return float(np.log(p / (1 - p)))
-    return HARD if label in (answer.split("|") if answer else []) else -HARD
+    return HARD if label in task.parts(answer) else -HARD
 
 
 def _fit_evidence(x: np.ndarray, voted: np.ndarray, truth: np.ndarray) -> Evidence:
@@ -142,7 +143,7 @@ class SetPolicy(Certified):
     skill_counts: dict[str, int] = field(default_factory=dict)
 
     def label_of(self, k: int) -> str:
-        return "|".join(label for b, label in enumerate(self.label_names) if int(k) >> b & 1)
+        return MultiLabel(self.label_names).join(label for b, label in enumerate(self.label_names) if int(k) >> b & 1)
 
     def label_confidence(self, paths: SetPaths, row: int, s: int) -> dict[str, float]:
         return {label: round(float(p), 6) for label, p in zip(self.label_names, paths.marginals(s)[row])}
@@ -150,6 +151,7 @@ class SetPolicy(Certified):
     def read_votes(self, votes: dict, items: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n, S, L) vote log-odds, whether each is a vote, and (n, S) whether each stage was reached."""
         n, S, L = len(items), len(self.stages), len(self.label_names)
+        task = MultiLabel(self.label_names)
         x, voted, active = np.zeros((n, S, L)), np.zeros((n, S, L), bool), np.zeros((n, S), bool)
         for r, i in enumerate(items):
             by_stage = votes.get(i, {})
@@ -159,7 +161,7 @@ class SetPolicy(Certified):
                 active[r, s] = True
                 answer, probs = by_stage[s]
                 for k, label in enumerate(self.label_names):
-                    value = vote_log_odds(answer, probs, label)
+                    value = vote_log_odds(task, answer, probs, label)
                     if value is not None:
                         x[r, s, k], voted[r, s, k] = value, True
         return x, voted, active
@@ -197,7 +199,8 @@ def fit(stages: list, labels: list[str], votes: dict, gold: dict, routing, corre
     if len(calib) < MIN_CALIBRATION:
         result.reason = f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
         return result
-    truth = np.array([[int(label in (gold[i][0].split("|") if gold[i][0] else [])) for label in labels] for i in calib])
+    task = MultiLabel(labels)
+    truth = np.array([[int(label in task.parts(gold[i][0])) for label in labels] for i in calib])
     x, voted, _ = result.read_votes(votes, calib)
     folds = np.array([fold_of(i) for i in calib])
     result.models = []

@@ -163,9 +163,10 @@ def multi_project(tmp_path, server, url=None, n=300, gold_n=200):
     sets = [[label for k, label in enumerate(LABELS) if (i >> k) & 1] for i in range(n)]
     lines = "".join(f"i{i},message {i} {' and '.join(f'is {x}' for x in s) or 'says hello'}\n" for i, s in enumerate(sets))
     assert import_items(ws, write_file(tmp_path / "items.csv", "id,text\n" + lines)).committed
-    gold = "".join(f"i{i},{'|'.join(sets[i])},{'calibration' if i < gold_n - 20 else 'honeypot'}\n" for i in range(gold_n))
-    report = import_gold(ws, write_file(tmp_path / "gold.csv", "id,labels,split\n" + gold))
-    assert report.committed, report.errors
+    if gold_n:
+        gold = "".join(f"i{i},{'|'.join(sets[i])},{'calibration' if i < gold_n - 20 else 'honeypot'}\n" for i in range(gold_n))
+        report = import_gold(ws, write_file(tmp_path / "gold.csv", "id,labels,split\n" + gold))
+        assert report.committed, report.errors
     return ws, sets
 
 
