@@ -231,17 +231,15 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
     guess = scores(policy, votes, rest) if (policy.models is not None and rest) else None
     method = policy.method
     for item_id, (stage, k, calibrated, confidence, per_label) in accepted.items():
-        machine = {"label": policy.label_of(k), "confidence": round(calibrated, 6), "reason": None}
-        machine |= {"label_confidence": per_label} if per_label is not None else {}
+        machine = _view(per_label, label=policy.label_of(k), confidence=round(calibrated, 6), reason=None)
         rows.append({"item_id": item_id, "label": machine["label"], "confidence": machine["confidence"],
                      "state": State.auto, "method": method, "updated_at": now,
                      "details": {"run": run_id, "stage": stage, "asked": [st.name for st in policy.stages[: stage + 1]],
                                  "posterior": round(confidence, 6), "lambda": policy.policy.level, "machine": machine}})
     for n, item_id in enumerate(rest):
         label, confidence, per_label = _fallback(policy, votes.get(item_id, {}), guess, n)
-        machine = {"label": label, "confidence": confidence, "reason": _why(policy, votes.get(item_id, {})),
-                   "asked": _asked(policy, votes.get(item_id, {}))}
-        machine |= {"label_confidence": per_label} if per_label is not None else {}
+        machine = _view(per_label, label=label, confidence=confidence, reason=_why(policy, votes.get(item_id, {})),
+                        asked=_asked(policy, votes.get(item_id, {})))
         rows.append({"item_id": item_id, "label": label, "confidence": confidence, "state": State.needs_review,
                      "method": method if guess is not None else "majority", "updated_at": now,
                      "details": {"run": run_id, "reason": policy.reason or machine["reason"], "machine": machine}})
@@ -269,9 +267,8 @@ def _gold_views(ws: Workspace, policy: ProjectPolicy, set_aside: set) -> None:
     views = {}
     for n, item_id in enumerate(gold):
         label, confidence, per_label = _fallback(policy, seen[item_id], paths, n)
-        views[item_id] = {"label": label, "confidence": confidence, "review": bool(review[n]),
-                          "asked": _asked(policy, seen[item_id]), "reason": _why(policy, seen[item_id]) if review[n] else None}
-        views[item_id] |= {"label_confidence": per_label} if per_label is not None else {}
+        views[item_id] = _view(per_label, label=label, confidence=confidence, review=bool(review[n]),
+                               asked=_asked(policy, seen[item_id]), reason=_why(policy, seen[item_id]) if review[n] else None)
     store.write_machine_views(ws, views)
 
 
@@ -288,6 +285,11 @@ def _live_path(ws: Workspace, policy: ProjectPolicy, votes: dict, items: list[in
     asked = paths.votes_used(policy.policy.lambda_, first) if ws.config.routing.stop_when_futile \
         else np.where(first >= 0, first + 1, paths.active.sum(axis=1))
     return asked, first < 0
+
+
+def _view(per_label: dict | None, **view) -> dict:
+    """The machines' view of an item, with each label's probability where the task type gives one (label sets)."""
+    return view | ({"label_confidence": per_label} if per_label is not None else {})
 
 
 def _asked(policy: ProjectPolicy, by_stage: dict) -> list[list[str]]:
