@@ -33,7 +33,7 @@ import numpy as np
 from labeler.store import models
 from labeler.tasks import MultiLabel
 from routing.cascade import CascadePolicy, Scored
-from routing.project import FOLDS, MIN_CALIBRATION, Certified, fold_of, no_level_reason
+from routing.project import FOLDS, Certified, fold_of, measure_skills, no_level_reason, unmeasurable
 
 SET = "label set"  # the one "label" a policy on sets calibrates: the whole set
 CLIP = 9.0  # log-odds of a vote's P(yes) are read within +-CLIP (P(yes) between 1e-4 and 1 - 1e-4)
@@ -188,16 +188,9 @@ def fit(stages: list, labels: list[str], votes: dict, gold: dict, routing, corre
     gold = {i: g for i, g in gold.items() if g[1] == models.Split.calibration}
     calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
     result = SetPolicy(stages, list(labels))
-    for s, stage in enumerate(stages):
-        voted = [i for i in calib if votes[i][s][0] is not None]
-        if voted:
-            result.skills[stage.name] = round(sum(votes[i][s][0] == gold[i][0] for i in voted) / len(voted), 4)
-            result.skill_counts[stage.name] = len(voted)
-    if not stages:
-        result.reason = "no annotators to ask"
-        return result
-    if len(calib) < MIN_CALIBRATION:
-        result.reason = f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
+    measure_skills(result, votes, gold, calib)
+    result.reason = unmeasurable(stages, calib)
+    if result.reason:
         return result
     task = MultiLabel(labels)
     truth = np.array([[int(label in task.parts(gold[i][0])) for label in labels] for i in calib])

@@ -196,6 +196,24 @@ def corrected(policy: ProjectPolicy, votes: dict, items: list[int], left_out) ->
     return out
 
 
+def measure_skills(result, votes: dict, gold: dict, calib: list[int]) -> None:
+    """Each stage's accuracy on the calibration gold it voted on (an exact set, for label sets), and over how many."""
+    for s, stage in enumerate(result.stages):
+        voted = [i for i in calib if votes[i][s][0] is not None]
+        if voted:
+            result.skills[stage.name] = round(sum(votes[i][s][0] == gold[i][0] for i in voted) / len(voted), 4)
+            result.skill_counts[stage.name] = len(voted)
+
+
+def unmeasurable(stages: list, calib: list[int]) -> str | None:
+    """Why no policy can be fitted (no annotators, too little voted gold); None when one can."""
+    if not stages:
+        return "no annotators to ask"
+    if len(calib) < MIN_CALIBRATION:
+        return f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
+    return None
+
+
 def fit(stages: list[Stage], labels: list[str], votes: dict, gold: dict, routing, correct: bool = True) -> ProjectPolicy:
     """The worker model and the policy from the calibration gold's votes (`votes`: routing.store.load_votes;
     `gold`: item -> (label, split), routing.store.gold_of; `routing`: the project's routing settings).
@@ -210,15 +228,9 @@ def fit(stages: list[Stage], labels: list[str], votes: dict, gold: dict, routing
     for s, stage in enumerate(stages):
         top = [max(v[s][1].values()) for v in seen.values() if s in v and v[s][0] is not None and v[s][1]]
         result.bands[stage.name] = list(np.quantile(top, [1 / 3, 2 / 3])) if len(top) >= 30 else []
-        voted = [i for i in calib if votes[i][s][0] is not None]
-        if voted:
-            result.skills[stage.name] = round(sum(votes[i][s][0] == gold[i][0] for i in voted) / len(voted), 4)
-            result.skill_counts[stage.name] = len(voted)
-    if not stages:
-        result.reason = "no annotators to ask"
-        return result
-    if len(calib) < MIN_CALIBRATION:
-        result.reason = f"{len(calib)} calibration gold items voted by every annotator; at least {MIN_CALIBRATION} are needed"
+    measure_skills(result, votes, gold, calib)
+    result.reason = unmeasurable(stages, calib)
+    if result.reason:
         return result
     target, confidence, guarantee = routing.target_accuracy, routing.confidence, routing.guarantee
     gold_idx = {i: labels.index(gold[i][0]) for i in calib}
