@@ -1,15 +1,17 @@
-"""Label sets (`task: multi_label`) on the support example, out of sample: what the cascade accepts, and
-how right it is, on gold it never saw; and what each embedded annotator scores.
+"""Label sets (`task: multi_label`) or spans (`--task spans`) on their examples, out of sample: what the
+cascade accepts, and how right it is, on gold it never saw; and what each embedded annotator scores.
 
-    python bench/label_sets.py [--draws 100] [--sizes 50 100 150] [--target 0.9] [--local]
+    python bench/label_sets.py [--task spans] [--draws 100] [--sizes 50 100 150] [--target 0.9] [--local]
 
-The example (labeler/data/example/support: 400 messages, 5 topics) is set up as a project; its annotators
-(the classifier, and with --local the embedded model asked label by label) vote on all 230 calibration and
-honeypot items. Then, for each gold size m and each of `draws` draws: m of those items calibrate
+The example (labeler/data/example/support: 400 messages, 5 topics; for spans labeler/data/example/spans:
+500 messages, 4 entity types) is set up as a project; its annotators (the classifier or the span tagger,
+and with --local the embedded model asked label by label: label sets only) vote on all its calibration
+and honeypot items (230; 280 for spans). Then, for each gold size m and each of `draws` draws: m of those items calibrate
 (routing.label_sets.fit), the others stand in for new items. Printed per size: the share of held-out
 items accepted (mean, p10, p90), their exact-set accuracy (mean over draws, and the share of draws
 at the target or above: the guarantee asks for at least `confidence`), and per annotator its exact-set
-accuracy and per-label AUROC on the gold, and its seconds per item.
+accuracy and per-label AUROC (spans: span precision, recall and F1, and the AUROC of its confidence in
+the whole answer) on the gold, and its seconds per item.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--task", choices=["multi_label", "spans"], default="multi_label")
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 150])
     parser.add_argument("--target", type=float, default=0.9)
@@ -36,28 +39,31 @@ def main() -> None:
     args = parser.parse_args()
     from sklearn.metrics import roc_auc_score
 
+    from evals.metrics import span_classification, span_set_confidence
     from labeler.annotators.runner import run_askers
     from labeler.config import LocalAnnotator
     from labeler.data.imports import import_gold, import_items
-    from labeler.data.projects import copy_example
+    from labeler.data.projects import copy_example, example_file
     from labeler.store import models
     from labeler.store.workspace import open_workspace
     from prompts.annotators import build_askers
-    from routing import label_sets
-    from routing.flow import stages_of
+    from routing.flow import FITS, stages_of
     from routing.store import gold_of, load_votes
 
     with tempfile.TemporaryDirectory() as folder:
-        root = copy_example(Path(folder) / "support", "multi_label")
+        root = copy_example(Path(folder) / "example", args.task)
         ws = open_workspace(root)
         import_items(ws, root / "items.csv")
-        import_gold(ws, root / "gold.csv")
+        import_gold(ws, example_file(root, "gold"))
         if args.local:
             from labeler.store.workspace import sync_project
 
             ws.config.annotators.append(LocalAnnotator(name="gemma", kind="local"))
             sync_project(ws.engine, ws.project)
+        started = time.perf_counter()
         askers, _ = build_askers(ws)
+        print(f"annotators built (the classifier or tagger trained, with its cross-fitting) in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
         gold = {i: g for i, g in gold_of(ws).items() if g[1] != models.Split.examples}
         items = sorted(gold)
         for asker in askers:
@@ -66,6 +72,14 @@ def main() -> None:
             per_item = (time.perf_counter() - started) / len(items)
             votes = load_votes(ws, stages_of([asker]), items)
             right = np.mean([votes[i][0][0] == gold[i][0] for i in items])
+            if args.task == "spans":
+                f = span_classification([gold[i][0] for i in items], [votes[i][0][0] for i in items],
+                                        ws.config.label_names)["exact"]
+                sure = [span_set_confidence(*votes[i][0]) or 0.0 for i in items]
+                auc = roc_auc_score([votes[i][0][0] == gold[i][0] for i in items], sure)
+                print(f"{asker.name}: exact spans {right:.3f}, span P {f['precision']:.3f} R {f['recall']:.3f} "
+                      f"F1 {f['f1']:.3f}, AUROC of its confidence {auc:.2f}, {per_item:.4f} s an item", flush=True)
+                continue
             aucs = []
             for label in ws.config.label_names:
                 y = [label in gold[i][0].split("|") for i in items]
@@ -89,14 +103,15 @@ def main() -> None:
                 picked = rng.permutation(items)
                 calib = {int(i): (gold[i][0], models.Split.calibration) for i in picked[:m]}
                 new = [int(i) for i in picked[m:]]
-                policy = label_sets.fit(stages, ws.config.label_names, votes, calib, Routing)
+                policy = FITS[args.task](stages, ws.config.label_names, votes, calib, Routing)
                 if not policy.ready:
                     shares.append(0.0)
                     held += 1
                     continue
-                first, label = policy.paths(votes, new).accept(policy.policy.lambda_)
+                paths = policy.paths(votes, new)
+                first, _ = paths.accept(policy.policy.lambda_)
                 taken = first >= 0
-                right = [policy.label_of(k) == gold[i][0] for i, k in zip(np.array(new)[taken], label[taken])]
+                right = [policy.answer(paths, r, first[r]) == gold[new[r]][0] for r in np.nonzero(taken)[0]]
                 shares.append(float(taken.mean()))
                 if right:
                     accuracies.append(float(np.mean(right)))

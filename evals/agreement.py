@@ -50,3 +50,22 @@ def krippendorff_alpha(counts: np.ndarray) -> float | None:
     if expected == 0:
         return None
     return float(1 - observed / expected)
+
+
+def pairwise_span_f1(answers: list[dict]) -> float | None:
+    """Agreement on spans as annotation studies report it: for each pair of raters, F1 of one's spans against
+    the other's (symmetric: 2 |A and B| / (|A| + |B|), summed over the items both answered), averaged over the
+    pairs. `answers`: per item, rater -> the set of its spans (any hashable span). None: no pair.
+
+    >>> round(pairwise_span_f1([{"a": {1, 2}, "b": {2}}, {"a": set(), "b": {3}}]), 4)
+    0.5
+    """
+    totals: dict[tuple, list[int]] = {}
+    for item in answers:
+        raters = sorted(item, key=str)
+        for i, a in enumerate(raters):
+            for b in raters[i + 1:]:
+                both, size = totals.setdefault((a, b), [0, 0])
+                totals[(a, b)] = [both + len(item[a] & item[b]), size + len(item[a]) + len(item[b])]
+    scores = [2 * both / size if size else 1.0 for both, size in totals.values()]
+    return float(np.mean(scores)) if scores else None

@@ -16,6 +16,8 @@ from evals.metrics import (
     label_set_classification,
     percentiles,
     set_confidence,
+    span_classification,
+    span_set_confidence,
 )
 from labeler.annotators.runner import run_askers
 from labeler.config import LLMAnnotator, LocalAnnotator, RecordedAnnotator
@@ -68,11 +70,14 @@ def measure(ws: Workspace, asker, gold: dict[int, str]) -> tuple[dict, np.ndarra
     if sets:  # how sure it is of the whole set
         confidence = [set_confidence(rows[i].probs, labels) if i in rows and rows[i].label is not None else None
                       for i in items]
+    elif ws.task.key == "spans":
+        confidence = [span_set_confidence(rows[i].label, rows[i].probs) if i in rows else None for i in items]
     else:
         confidence = [max(rows[i].probs.values()) if i in rows and rows[i].probs and rows[i].label else None for i in items]
     voted = [rows[i] for i in items if i in rows]
     target = ws.config.routing.target_accuracy
-    report = (label_set_classification if sets else classification)(truth, predicted, labels)
+    scoring = {"labels": label_set_classification, "spans": span_classification}.get(ws.task.key, classification)
+    report = scoring(truth, predicted, labels)
     report |= {
         "asked": len(voted),
         "abstention_rate": round(sum(v.label is None for v in voted) / len(voted), 4) if voted else None,

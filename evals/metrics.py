@@ -68,6 +68,79 @@ def label_set_classification(truth: list[str], predicted: list[str | None], labe
     }
 
 
+def _spans_of(value: str | None) -> set[tuple[int, int, str]]:
+    return {(int(a), int(b), t) for a, b, t in (p.split(":", 2) for p in (value or "").split("|") if p)}
+
+
+def _overlap_matches(found: set, reference: set) -> int:
+    """How many of `found` overlap a span of the same type in `reference` (partial matching)."""
+    return sum(any(t == u and a < d and c < b for c, d, u in reference) for a, b, t in found)
+
+
+def _prf(matched_p: int, n_pred: int, matched_r: int, n_true: int) -> dict[str, float]:
+    precision = matched_p / n_pred if n_pred else 1.0
+    recall = matched_r / n_true if n_true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4)}
+
+
+def span_classification(truth: list[str], predicted: list[str | None], labels: list[str]) -> dict[str, Any]:
+    """For spans (stored as `start:end:label` joined by `|`, labeler.tasks): the exact set of an item's spans
+    (`accuracy`), coverage, and precision / recall / F1 of spans per type and over all (micro), both for
+    exact matches (same offsets and type) and partial ones (overlapping, same type). An abstention counts
+    as no spans for the span figures and as wrong for the exact set.
+
+    >>> r = span_classification(["0:4:person|10:15:place"], ["0:4:person|9:15:place"], ["person", "place"])
+    >>> r["accuracy"], r["exact"]["f1"], r["partial"]["f1"]
+    (0.0, 0.5, 1.0)
+    """
+    n = len(truth)
+    gold = [_spans_of(t) for t in truth]
+    pred = [_spans_of(p) for p in predicted]
+
+    def figures(kind: str | None, partial: bool) -> dict[str, float]:
+        pick = (lambda spans: spans) if kind is None else (lambda spans: {s for s in spans if s[2] == kind})
+        n_pred = n_true = hit_p = hit_r = 0
+        for g, p in zip(gold, pred):
+            g, p = pick(g), pick(p)
+            n_pred, n_true = n_pred + len(p), n_true + len(g)
+            if partial:
+                hit_p, hit_r = hit_p + _overlap_matches(p, g), hit_r + _overlap_matches(g, p)
+            else:
+                both = len(p & g)
+                hit_p, hit_r = hit_p + both, hit_r + both
+        return _prf(hit_p, n_pred, hit_r, n_true) | {"support": n_true}
+
+    per_type = {label: figures(label, False) for label in labels}
+    return {
+        "task": "spans",
+        "items": n,
+        "coverage": round(sum(v is not None for v in predicted) / n, 4) if n else None,
+        "accuracy": round(sum(g == p and v is not None for g, p, v in zip(gold, pred, predicted)) / n, 4) if n else None,
+        "exact": figures(None, False),
+        "partial": figures(None, True),
+        "micro_f1": figures(None, False)["f1"],
+        "macro_f1": round(float(np.mean([f["f1"] for f in per_type.values()])), 4) if labels else None,
+        "kappa": None,
+        "per_label": per_type,
+        "per_label_partial": {label: figures(label, True) for label in labels},
+        "confusion": None,
+    }
+
+
+def span_set_confidence(answer: str | None, probs: dict[str, float] | None) -> float | None:
+    """Spans' probability of being exactly right: the product of each span's probability and of
+    P(no other span) (labeler.tasks.NOTHING_ELSE), where the vote gives them."""
+    from labeler.tasks import NOTHING_ELSE
+
+    if answer is None or not probs or NOTHING_ELSE not in probs:
+        return None
+    parts = [p for p in answer.split("|") if p]
+    if not all(p in probs for p in parts):
+        return None
+    return float(np.prod([probs[p] for p in parts] + [probs[NOTHING_ELSE]]))
+
+
 def set_confidence(probs: dict[str, float] | None, labels: list[str]) -> float | None:
     """A label set's probability of being exactly right from P(each label applies), labels taken apart."""
     if not probs or not all(label in probs for label in labels):

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 from sqlalchemy import func, select
 
-from evals.agreement import fleiss_kappa, krippendorff_alpha
+from evals.agreement import fleiss_kappa, krippendorff_alpha, pairwise_span_f1
 from evals.drift import detect_drift
 from labeler.data.exports import project_status
 from labeler.store import models
@@ -31,6 +31,22 @@ def agreement_counts(ws: Workspace) -> np.ndarray:
     for (item, _), label in newest.items():
         by_item[item][index[label]] += 1
     return np.array(list(by_item.values())) if by_item else np.zeros((0, len(labels)))
+
+
+def span_agreement(ws: Workspace) -> dict:
+    """Pairwise span F1 between annotators (each one's newest answer per item), over the items two or more answered."""
+    Vote, Item = models.Vote, models.Item
+    with ws.session() as s:
+        rows = s.execute(
+            select(Vote.item_id, Vote.annotator_id, Vote.label).join(Item, Item.id == Vote.item_id)
+            .where(Item.project_id == ws.project_id, Vote.label.is_not(None)).order_by(Vote.id)
+        ).all()
+    by_item: dict[int, dict] = defaultdict(dict)
+    for item, annotator, label in rows:
+        by_item[item][annotator] = set(ws.task.parts(label))
+    shared = [answers for answers in by_item.values() if len(answers) >= 2]
+    f1 = pairwise_span_f1(shared)
+    return {"items": len(shared), "pairwise_span_f1": round(f1, 4) if f1 is not None else None}
 
 
 def honeypot_history(ws: Workspace) -> dict[str, list[dict]]:
@@ -72,7 +88,7 @@ def project_metrics(ws: Workspace) -> dict:
         "labels_per_reviewer": dict(reviewers),
         "spend": status["spend"],
         "budget": status["budget"],
-        "agreement": {
+        "agreement": span_agreement(ws) if ws.config.task == "spans" else {
             "items": int(len(equal)),
             "fleiss_kappa": round(fleiss_kappa(equal), 4) if same_raters and fleiss_kappa(equal) is not None else None,
             "krippendorff_alpha": round(krippendorff_alpha(counts), 4) if krippendorff_alpha(counts) is not None else None,

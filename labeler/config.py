@@ -136,8 +136,9 @@ class PromptSettings(_Strict):
 
 class ProjectConfig(_Strict):
     name: str = Field(min_length=1)
-    # single_label: one label per item; multi_label: any number of the labels per item (none included).
-    task: Literal["single_label", "multi_label"] = "single_label"
+    # single_label: one label per item; multi_label: any number of the labels per item (none included);
+    # spans: typed character ranges in the one text field (`labels` are the types).
+    task: Literal["single_label", "multi_label", "spans"] = "single_label"
     labels: dict[str, str] = Field(min_length=1)  # label -> one-line definition
     fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     guidelines: Path = Path("guidelines.md")
@@ -168,10 +169,12 @@ class ProjectConfig(_Strict):
     def _labels_fit_task(self) -> "ProjectConfig":
         if self.task == "single_label" and len(self.labels) < 2:
             raise ValueError("a single_label project needs at least 2 labels (or `task: multi_label`)")
-        if self.task == "multi_label":
-            bad = [label for label in self.labels if any(c in label for c in "|,;")]
+        if self.task != "single_label":
+            bad = [label for label in self.labels if any(c in label for c in "|,;:")]
             if bad:
-                raise ValueError(f"multi_label labels cannot hold '|', ',' or ';' (they join a set): {', '.join(bad)}")
+                raise ValueError(f"{self.task} labels cannot hold '|', ',', ';' or ':' (they join a set): {', '.join(bad)}")
+        if self.task == "spans" and len(self.fields) != 1:
+            raise ValueError(f"a spans project finds spans in one text field; `fields` names {len(self.fields)}")
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from labeler.annotators.classifier import ClassifierAsker
 from labeler.annotators.llm import LLMAsker
+from labeler.annotators.tagger import TaggerAsker
 from labeler.config import LLMAnnotator, LocalAnnotator, ModelAnnotator, RecordedAnnotator
 from labeler.errors import LabelerError
 from labeler.store.workspace import Workspace
@@ -32,12 +33,15 @@ def ordered(configs: list) -> list:
 def build_asker(ws: Workspace, config, annotator_id: int, prompt: str | None = None):
     """An Asker for one configured annotator; `prompt` overrides its prompt version."""
     if isinstance(config, ModelAnnotator):
-        asker = ClassifierAsker(config, annotator_id, ws)
+        asker = (TaggerAsker if ws.config.task == "spans" else ClassifierAsker)(config, annotator_id, ws)
         if not asker.ready:
             raise LabelerError(f"annotator {config.name}: {asker.reason}")
         return asker
     template = TEMPLATE_ID
     if isinstance(config, LocalAnnotator):  # a base model: the completion prompt
+        if ws.config.task == "spans":
+            raise LabelerError(f"annotator {config.name}: the embedded model does not mark spans (a 270M base model "
+                               "cannot quote them reliably); use `kind: model` (a span tagger) or a chat model")
         config, template = local_config(config), COMPLETION
     if isinstance(config, LLMAnnotator):
         task = resolve(ws, prompt or config.prompt, template)

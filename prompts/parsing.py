@@ -170,3 +170,88 @@ def read_yes_no(labels: list[str], yes: list[float]) -> Parsed:
     """A label set from one P(yes) per label: the labels at 0.5 or more, with those probabilities."""
     probs = {label: round(float(p), 6) for label, p in zip(labels, yes)}
     return Parsed("|".join(label for label in labels if probs[label] >= 0.5), probs=probs)
+
+
+# --- spans (labeler.tasks.Spans) ------------------------------------------------------------
+
+
+def _json_of(raw: str):
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", raw).strip()
+    for candidate in (body, *re.findall(r"\{.*\}|\[.*\]", body, re.DOTALL)[:1]):
+        try:
+            return json.loads(candidate)
+        except (json.JSONDecodeError, ValueError):
+            continue
+    return None
+
+
+def _occurrence(text: str, quote: str, n: int) -> int | None:
+    """Where the n-th (from 1) appearance of `quote` starts in `text`; None if there are fewer."""
+    at = -1
+    for _ in range(max(n, 1)):
+        at = text.find(quote, at + 1)
+        if at < 0:
+            return None
+    return at
+
+
+def parse_spans(raw_text: str | None, text: str, labels: list[str]) -> Parsed:
+    """A chat model's spans: JSON `{"spans": [{"text", "label", "occurrence"?}]}` (or `start`/`end` offsets),
+    each located in the item's text (its first appearance unless `occurrence` names another). A span whose
+    text is not there, or whose type is no label, is dropped and counted in `dropped`, never guessed; an
+    answer that is not such JSON, or whose spans were all dropped, is an abstention."""
+    raw = (raw_text or "").strip()
+    if _norm(raw.splitlines()[0] if raw else "") in UNSURE:
+        return Parsed(None, abstain_reason="unsure")
+    data = _json_of(raw)
+    if isinstance(data, dict) and _norm(str(data.get("spans", ""))) in UNSURE:
+        return Parsed(None, abstain_reason="unsure")
+    value = data.get("spans") if isinstance(data, dict) else data
+    if not isinstance(value, list):
+        return Parsed(None, abstain_reason="unparsable")
+    found, dropped = set(), []
+    for span in value:
+        located = _locate(span, text, labels)
+        if located is None:
+            dropped.append(json.dumps(span, ensure_ascii=False)[:200])
+        else:
+            found.add(located)
+    if dropped and not found:
+        return Parsed(None, abstain_reason="unparsable", dropped=tuple(dropped))
+    ordered = sorted(found, key=lambda s: (s[0], s[1], labels.index(s[2])))
+    return Parsed("|".join(f"{s}:{e}:{label}" for s, e, label in ordered), dropped=tuple(dropped))
+
+
+def _locate(span, text: str, labels: list[str]) -> tuple[int, int, str] | None:
+    if not isinstance(span, dict):
+        return None
+    label = match_label(str(span.get("label", span.get("type", ""))), labels)
+    quote = span.get("text")
+    if label is None:
+        return None
+    if isinstance(quote, str) and quote:
+        try:
+            n = int(span.get("occurrence") or 1)
+        except (TypeError, ValueError):
+            return None
+        start = _occurrence(text, quote, n)
+        return None if start is None else (start, start + len(quote), label)
+    start, end = span.get("start"), span.get("end")  # offsets alone: taken if they are in the text
+    if isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text):
+        return start, end, label
+    return None
+
+
+def spans_answer(text: str, stored: str, labels: list[str]) -> list[dict]:
+    """Stored spans as the prompt asks a model to give them (text, label, occurrence where not the first)."""
+    out = []
+    for part in [p for p in stored.split("|") if p]:
+        start, end, label = part.split(":", 2)
+        start, end = int(start), int(end)
+        quote = text[start:end]
+        span = {"text": quote, "label": label}
+        n = sum(1 for k in range(start + 1) if text.startswith(quote, k))  # this one is the n-th
+        if n > 1:
+            span["occurrence"] = n
+        out.append(span)
+    return out

@@ -35,20 +35,29 @@ from review_ui.queue import (
 )
 
 
-def answer_of(ws: Workspace, label: str | None, labels: list[str] | None) -> str | None:
-    """The stored form of a submitted answer: `label`, or for a label set `labels` (None: "I don't know")."""
-    if labels is not None:
-        if ws.task.key != "labels":
-            raise LabelerError("this project labels one label per item: send `label`, not `labels`")
-        if label is not None:
-            raise LabelerError("send `label` or `labels`, not both")
-        return _canonical(ws, labels)
-    return None if label is None else _canonical(ws, label)
+def answer_of(ws: Workspace, label: str | None, labels: list[str] | None, spans: list[dict] | None = None,
+              item_id: int | None = None) -> str | None:
+    """The stored form of a submitted answer: `label`, for a label set `labels`, for spans `spans` (checked
+    against item `item_id`'s text); None: "I don't know"."""
+    given = {name: value for name, value in (("label", label), ("labels", labels), ("spans", spans)) if value is not None}
+    if len(given) > 1:
+        raise LabelerError(f"send one of {' or '.join(given)}, not both")
+    if not given:
+        return None
+    (name, value), = given.items()
+    if name != "label" and name != ws.task.key:
+        raise LabelerError(f"this project's answers are `{ws.task.key}`, not `{name}`")
+    text = None
+    if name == "spans" and item_id is not None:
+        with ws.session() as s:
+            item = s.get(models.Item, item_id)
+            text = item.fields.get(ws.config.fields[0]) if item is not None and item.project_id == ws.project_id else None
+    return _canonical(ws, value, text if isinstance(text, str) else None)
 
 
-def _canonical(ws: Workspace, value) -> str:
+def _canonical(ws: Workspace, value, text: str | None = None) -> str:
     try:
-        return ws.task.canonical(value)
+        return ws.task.canonical(value, text)
     except ValueError as exc:
         raise LabelerError(str(exc)) from None
 

@@ -36,7 +36,9 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
         rows = [row for row in rows if (row.name, row.version) in shown]
     newest = {name: (label, probs, version) for name, label, probs, version in rows}  # later versions win
     task = ws.task
-    votes = [MachineVote(annotator=name, label=task.exported(label), version=version,
+    text = lease.fields.get(ws.config.fields[0])  # spans are shown with their text
+    text = text if isinstance(text, str) else None
+    votes = [MachineVote(annotator=name, label=task.exported(label, text), version=version,
                          probability=round(probs[label], 3) if probs and label in probs else None)
              for name, (label, probs, version) in newest.items()]
     answers = decision.details.get("decided_by", []) if decision is not None and user.role in EXPERTS else []
@@ -44,5 +46,5 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
                   answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress, task=task.name)
     if lease.blind:
         return Card(**common, suggestion=None, confidence=None, votes=[], reason=BLIND, blind=True)
-    return Card(**common, suggestion=task.exported(machine.get("label")), confidence=machine.get("confidence"),
+    return Card(**common, suggestion=task.exported(machine.get("label"), text), confidence=machine.get("confidence"),
                 label_confidence=machine.get("label_confidence"), votes=votes, reason=machine.get("reason"), blind=False)

@@ -12,9 +12,15 @@ from labeler.store.models import Role
 RowId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
+class SpanIn(BaseModel):
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)
+    label: str = Field(max_length=200)
+
+
 class MachineVote(BaseModel):
     annotator: str
-    label: str | list[str] | None  # None: it abstained; a label set's labels as a list
+    label: str | list[str] | list[dict] | None  # None: it abstained; a label set's labels as a list; spans
     probability: float | None  # its probability for the label it gave, when it reports one (not for sets)
     version: str
 
@@ -26,9 +32,10 @@ class Card(BaseModel):
     item_id: int
     external_id: str
     fields: dict[str, Any]
-    task: str = "single_label"  # labeler.tasks: a label, or a set of labels (multi_label)
-    suggestion: str | list[str] | None  # the machines' best guess, preselected on the screen (None on blind items)
-    label_confidence: dict[str, float] | None = None  # a label set's: P(each label applies)
+    task: str = "single_label"  # labeler.tasks: a label, a set of labels (multi_label), or spans
+    # the machines' best guess, preselected on the screen (None on blind items); spans: {start, end, label, text}
+    suggestion: str | list[str] | list[dict] | None
+    label_confidence: dict[str, float] | None = None  # P(each label applies), or of each span ("start:end:label")
     confidence: float | None  # its calibrated confidence
     votes: list[MachineVote]
     reason: str | None = None  # in one line, why this item came to people
@@ -47,6 +54,7 @@ class Submission(BaseModel):
     item_id: RowId
     label: str | None = None  # None with a reason: "I don't know"
     labels: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=100)  # a label set
+    spans: list[SpanIn] | None = Field(default=None, max_length=1000)  # spans (task: spans)
     reason: str | None = Field(default=None, max_length=500)
     client_id: str = Field(min_length=1, max_length=100)  # made by the client: a retried submit counts once
 

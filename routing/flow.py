@@ -30,13 +30,13 @@ from labeler.config import RecordedAnnotator
 from labeler.store import models
 from labeler.store.models import State, utcnow
 from labeler.store.workspace import Workspace
-from routing import label_sets, project, store
+from routing import label_sets, project, spans, store
 from routing.calibration import score_drift
 from routing.project import ProjectPolicy, Stage, honeypots, scores
 from routing.store import gold_of, items_to_label, load_votes
 
 SETTLED = (State.gold, State.confirmed, State.escalated)
-FITS = {"single_label": project.fit, "multi_label": label_sets.fit}  # the cascade's fit for each task type
+FITS = {"single_label": project.fit, "multi_label": label_sets.fit, "spans": spans.fit}  # the cascade's fit for each task type
 HONEYPOT_SHARE = 0.05  # honeypots per stage, as a share of the items asked (at least MIN_HONEYPOTS)
 MIN_HONEYPOTS = 10
 
@@ -149,7 +149,7 @@ def run_project(ws: Workspace, askers: list, *, limit: int | None = None,
         calibrated = policy.policy.calibrated(s, paths.predicted[:, s], paths.score[:, s])
         confidence = paths.confidence(s)
         for i in np.nonzero(take)[0]:
-            accepted[open_items[i]] = (s, int(paths.predicted[i, s]), float(calibrated[i]), float(confidence[i]),
+            accepted[open_items[i]] = (s, policy.answer(paths, i, s), float(calibrated[i]), float(confidence[i]),
                                        policy.label_confidence(paths, i, s))
         stop = ~take & paths.futile(s, lam) if ws.config.routing.stop_when_futile else np.zeros_like(take)
         futile += int(stop.sum()) if s + 1 < len(askers) else 0
@@ -230,8 +230,8 @@ def _decide(ws: Workspace, policy: ProjectPolicy, items: list[int], accepted: di
     rest = [i for i in items if i not in accepted]
     guess = scores(policy, votes, rest) if (policy.models is not None and rest) else None
     method = policy.method
-    for item_id, (stage, k, calibrated, confidence, per_label) in accepted.items():
-        machine = _view(per_label, label=policy.label_of(k), confidence=round(calibrated, 6), reason=None)
+    for item_id, (stage, answer, calibrated, confidence, per_label) in accepted.items():
+        machine = _view(per_label, label=answer, confidence=round(calibrated, 6), reason=None)
         rows.append({"item_id": item_id, "label": machine["label"], "confidence": machine["confidence"],
                      "state": State.auto, "method": method, "updated_at": now,
                      "details": {"run": run_id, "stage": stage, "asked": [st.name for st in policy.stages[: stage + 1]],
@@ -305,7 +305,7 @@ def _fallback(policy: ProjectPolicy, votes: dict, guess, n: int) -> tuple[str | 
     if guess is not None:
         s = max(int(guess.active[n].sum()) - 1, 0)
         k, score = guess.predicted[n:n + 1, s], guess.score[n:n + 1, s]
-        return (policy.label_of(k[0]), round(float(policy.policy.calibrated(s, k, score)[0]), 6),
+        return (policy.answer(guess, n, s), round(float(policy.policy.calibrated(s, k, score)[0]), 6),
                 policy.label_confidence(guess, n, s))
     labels = [label for label, _ in votes.values() if label is not None]
     order = {label: k for k, label in enumerate(policy.label_names)}  # ties: the first label (a set: any)

@@ -108,12 +108,14 @@ def vote_log_odds(task: MultiLabel, answer: str | None, probs: dict | None, labe
     return HARD if label in task.parts(answer) else -HARD
 
 
-def _fit_evidence(x: np.ndarray, voted: np.ndarray, truth: np.ndarray) -> Evidence:
-    """x, voted: (n, S, L) vote log-odds and whether there is a vote; truth: (n, L) 0/1."""
+def fit_evidence(x: np.ndarray, voted: np.ndarray, truth: np.ndarray, counted: np.ndarray | None = None) -> Evidence:
+    """x, voted: (n, S, L) vote log-odds and whether there is a vote; truth: (n, L) 0/1; `counted`: (n, L),
+    the rows each label's prior is counted on (default all)."""
     from sklearn.linear_model import LogisticRegression
 
     n, S, L = x.shape
-    rate = (truth.sum(axis=0) + 1.0) / (n + 2.0)
+    counted = np.ones((n, L), bool) if counted is None else counted
+    rate = ((truth * counted).sum(axis=0) + 1.0) / (counted.sum(axis=0) + 2.0)
     prior = np.log(rate / (1 - rate))
     slope, offset = np.zeros((S, L)), np.zeros((S, L))
     for s in range(S):
@@ -125,7 +127,22 @@ def _fit_evidence(x: np.ndarray, voted: np.ndarray, truth: np.ndarray) -> Eviden
                 slope[s, k] = model.coef_[0, 0]
                 # the regression's own prior is its intercept's share: evidence is what the vote adds to it
                 offset[s, k] = model.intercept_[0] - np.log(y.mean() / (1 - y.mean()))
+            elif rows.sum() >= 10:  # one outcome only (an annotator never wrong here): counts, not a regression
+                slope[s, k], offset[s, k] = _counted(x[rows, s, k], y)
     return Evidence(prior, slope, offset)
+
+
+def _counted(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """A yes (x > 0) and a no as log-likelihood ratios, add-one smoothed, as slope and offset on x = +-HARD:
+    where one outcome never happened a regression has nothing to fit, yet a vote that was always right says
+    something (as much as its count and the smoothing allow)."""
+    yes, true = x > 0, y == 1
+
+    def ratio(said):
+        return np.log((np.sum(said & true) + 1) / (true.sum() + 2)) - np.log((np.sum(said & ~true) + 1) / ((~true).sum() + 2))
+
+    ev_yes, ev_no = ratio(yes), ratio(~yes)
+    return float((ev_yes - ev_no) / (2 * HARD)), float((ev_yes + ev_no) / 2)
 
 
 @dataclass
@@ -199,7 +216,7 @@ def fit(stages: list, labels: list[str], votes: dict, gold: dict, routing, corre
     result.models = []
     for f in range(FOLDS):
         train = folds != f if (folds != f).any() else np.ones(len(calib), bool)  # a fold that is all the gold
-        result.models.append(_fit_evidence(x[train], voted[train], truth[train]))
+        result.models.append(fit_evidence(x[train], voted[train], truth[train]))
     bits = (truth * (1 << np.arange(len(labels)))).sum(axis=1)
     result.policy = CascadePolicy([SET], routing.target_accuracy, routing.confidence, routing.guarantee).fit(
         result.paths(votes, calib), bits)

@@ -64,6 +64,10 @@ class Certified:
                                       "would make it firm")
         return certificate
 
+    def answer(self, paths, row: int, s: int) -> str:
+        """The stored form of item `row`'s answer after stage s (a label, a set, spans)."""
+        return self.label_of(int(paths.predicted[row, s]))
+
     def summary(self) -> dict:
         data = {"stages": [s.name for s in self.stages], "calibrated_accuracy": self.skills, "reason": self.reason}
         if self.policy is not None and not self.ready:  # what would pass instead

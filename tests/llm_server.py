@@ -8,8 +8,10 @@ The model name picks a behaviour, so one server serves every test:
               every noisy-P model, so errors are nested); noisy-P-S errs on its own items (salt S)
   badday      answers a wrong label for items whose text contains "[hp]"
   garbage     answers text that names no label
-  badjson     a label set's JSON cut short
-A system prompt asking for {"labels": [...]} (a label set) gets every label the item names ("is L").
+  badjson     a label set's (or spans') JSON cut short
+  ghost       spans, and one more whose text is not in the item
+A system prompt asking for {"labels": [...]} (a label set) gets every label the item names ("is L"); one
+asking for {"spans": [...]} gets every capitalised word after the first (typed by its length: _spans_answer).
   unsure      answers "unsure"
   broken      a 200 with a body that is not JSON
   denied      401 on every request
@@ -129,6 +131,8 @@ class LLMServer:
             answer = json.dumps({"labels": named})
             if model == "badjson":
                 answer = '{"labels": ["' + (named[0] if named else "x")
+        if '{"spans"' in (messages[0]["content"] if messages else ""):
+            answer = _spans_answer(item, labels, wrong, model)
         if model == "garbage":
             answer = "Well, it depends on many things."
         elif model == "unsure":
@@ -145,6 +149,23 @@ class LLMServer:
             "choices": [choice],
             "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
         })
+
+
+def _spans_answer(item: str, labels: list[str], wrong: bool, model: str) -> str:
+    """Spans: every capitalised word after the first of the fenced text, typed labels[len(word) % K], each
+    appearance by its occurrence; a wrong answer misses the last one; `ghost` adds a span not in the text."""
+    text = re.sub(r"^.*?<item>\s*|\s*</item>.*$", "", item, flags=re.DOTALL)
+    text = text.split(": ", 1)[1] if ": " in text.split("\n", 1)[0] else text  # "Text: ..." (the field's name)
+    spans, seen = [], {}
+    for word in re.findall(r"(?<=\s)[A-Z][a-z]+", text):
+        seen[word] = seen.get(word, 0) + 1
+        spans.append({"text": word, "label": labels[len(word) % len(labels)], "occurrence": seen[word]})
+    if wrong and spans:
+        spans.pop()
+    if model == "ghost":
+        spans.append({"text": "Nowhere", "label": labels[0]})
+    answer = json.dumps({"spans": spans})
+    return answer[: len(answer) // 2] if model == "badjson" else answer
 
 
 def _free_port() -> int:

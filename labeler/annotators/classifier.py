@@ -41,7 +41,8 @@ class TrainingSet:
         digest = hashlib.sha256()
         for item_id, label in sorted(zip(self.item_ids, self.labels)):
             digest.update(f"{item_id}:{label};".encode())
-        return f"{'tfidf' if features == 'tfidf' else 'emb'}-lr:" + digest.hexdigest()[:16]
+        kind = {"tfidf": "tfidf-lr", "crf": "crf"}.get(features, "emb-lr")
+        return f"{kind}:" + digest.hexdigest()[:16]
 
 
 def item_text(fields: dict, names: list[str]) -> str:

@@ -265,7 +265,8 @@ class LLMAsker:
             data = await (self._steps(item.fields) if self.task.steps > 1 else self._call(self.task.messages(item.fields)))
         choices = (data.get("choices") or [{}])[: self.task.steps]
         texts = [(c.get("message") or {}).get("content") for c in choices]
-        parsed = self.task.read([(t, top_logprobs_of(c)) for t, c in zip(texts, choices)], await self.leaning())
+        parsed = self.task.read([(t, top_logprobs_of(c)) for t, c in zip(texts, choices)], await self.leaning(),
+                                item.fields)
         text = texts[0] if len(texts) == 1 else "\n".join(f"{label}: {t}" for label, t in zip(self.task.spec.labels, texts))
         return Answer(
             label=parsed.label, probs=parsed.probs, abstain_reason=parsed.abstain_reason, raw=text,

@@ -54,6 +54,16 @@ def eval_command(
         raise typer.Exit(1)
 
 
+def _task_figures(e: dict, fmt) -> str:
+    """The figures of the entry's task type beside accuracy: kappa, label sets' F1 and Hamming loss, spans' F1."""
+    if e.get("task") == "spans":
+        return (f" · span F1 {fmt(e['exact']['f1'])} exact (P {fmt(e['exact']['precision'])}, R {fmt(e['exact']['recall'])})"
+                f", {fmt(e['partial']['f1'])} partial")
+    if e.get("task") == "multi_label":
+        return f" · micro-F1 {fmt(e['micro_f1'])} · Hamming loss {fmt(e['hamming_loss'])}"
+    return f" · kappa {fmt(e['kappa'])}"
+
+
 def _print_eval(report: dict) -> None:
     """One block per entry, so it reads in an 80-column terminal; --json has everything."""
     fmt = lambda v: "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
@@ -62,8 +72,7 @@ def _print_eval(report: dict) -> None:
         c = e["confidence"]
         out.print(f"\n[bold]{name}[/] ({e['asked']} asked)", highlight=False)
         out.print(f"  accuracy {fmt(e['accuracy'])} · coverage {fmt(e['coverage'])} · macro-F1 {fmt(e['macro_f1'])}"
-                  + (f" · kappa {fmt(e['kappa'])}" if "task" not in e else
-                     f" · micro-F1 {fmt(e['micro_f1'])} · Hamming loss {fmt(e['hamming_loss'])}"), highlight=False)
+                  + _task_figures(e, fmt), highlight=False)
         out.print(f"  confidence: ECE {fmt(c['ece'])} · AUROC {fmt(c['auroc'])}", highlight=False)
         out.print(f"  share at the target in hindsight {fmt(c['auto_share'])} (no guarantee: see calibrate)",
                   highlight=False)
@@ -95,7 +104,10 @@ def metrics(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     if data["labels_per_reviewer"]:
         out.print("labels per reviewer: " + ", ".join(f"{k} {v}" for k, v in data["labels_per_reviewer"].items()))
     a = data["agreement"]
-    out.print(f"agreement over {a['items']} items: Fleiss' kappa {a['fleiss_kappa']}, Krippendorff's alpha {a['krippendorff_alpha']}")
+    if "pairwise_span_f1" in a:
+        out.print(f"agreement over {a['items']} items: pairwise span F1 {a['pairwise_span_f1']}")
+    else:
+        out.print(f"agreement over {a['items']} items: Fleiss' kappa {a['fleiss_kappa']}, Krippendorff's alpha {a['krippendorff_alpha']}")
     for name, runs in data["honeypots"].items():
         out.print(f"honeypots {name}: " + ", ".join(f"run {r['run']} {r['accuracy']}{' (bad day)' if r['bad_day'] else ''}" for r in runs))
     if data["drift"].get("drift") is False:

@@ -85,6 +85,7 @@ DEMO_FOLDER = Path("labeler-demo")
 class TaskChoice(str, Enum):
     single_label = "single_label"
     multi_label = "multi_label"
+    spans = "spans"
 
 DEMO_REVIEWER = "demo"
 
@@ -93,7 +94,7 @@ DEMO_REVIEWER = "demo"
 def demo(
     directory: Annotated[Path, typer.Argument(help="Folder for the demo project.")] = DEMO_FOLDER,
     task: Annotated[TaskChoice, typer.Option(help="single_label: review sentiment; multi_label: the topics of "
-                                                  "support messages.")] = TaskChoice.single_label,
+                                                  "support messages; spans: the names in them.")] = TaskChoice.single_label,
     as_json: JsonOpt = False,
 ) -> None:
     """Set up the bundled example project and run the whole loop on it: import, measure the
@@ -109,14 +110,15 @@ def demo(
     ws = open_workspace(root)
     steps: dict[str, Any] = {"project": str(root)}
     steps["import_items"] = _import(ws, root / "items.csv", gold=False, quiet=as_json).as_dict()
-    steps["import_gold"] = _import(ws, root / "gold.csv", gold=True, quiet=as_json).as_dict()
+    steps["import_gold"] = _import(ws, scaffold.example_file(root, "gold"), gold=True, quiet=as_json).as_dict()
     askers, skipped = build_askers(ws)
     steps["run"] = with_run_progress(
         lambda on_start, on_answer: run_project(ws, askers, on_start=on_start, on_answer=on_answer), quiet=as_json)
     steps["run"]["skipped"] = skipped
     steps["status"] = exporting.project_status(ws)
     steps["export"] = {"file": str(root / "labels.jsonl"), "rows": exporting.export_to_path(ws, root / "labels.jsonl")}
-    steps["answer_key"] = scaffold.score_against_answers(root / "labels.jsonl", root / "answers.csv")
+    steps["answer_key"] = scaffold.score_against_answers(root / "labels.jsonl",
+                                                         scaffold.example_file(root, "answers"))
     password = secrets.token_urlsafe(9)
     add_user(ws, DEMO_REVIEWER, Role.reviewer, password)
     steps["reviewer"] = {"name": DEMO_REVIEWER, "password": password}

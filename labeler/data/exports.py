@@ -53,6 +53,7 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                 return
             last_id = page[-1][0].id
             votes = defaultdict(list)
+            texts = {item.id: item.fields.get(ws.config.fields[0]) for item, _, _ in page} if task.name == "spans" else {}
             for vote in s.scalars(
                 select(Vote).where(Vote.item_id.in_([row[0].id for row in page])).order_by(Vote.id)
             ):
@@ -60,7 +61,7 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                     {
                         "annotator": annotators.get(vote.annotator_id, str(vote.annotator_id)),
                         "version": versions.get(vote.version, vote.version),
-                        task.key: task.exported(vote.label),
+                        task.key: task.exported(vote.label, texts.get(vote.item_id)),
                         "probs": vote.probs,
                         "abstain_reason": vote.abstain_reason,
                         "cost": vote.cost,
@@ -70,21 +71,25 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
             for item, decision, gold in page:
                 row = {
                     "id": item.external_id,
-                    task.key: task.exported(decision.label) if decision else None,
+                    task.key: task.exported(decision.label, texts.get(item.id)) if decision else None,
                     "confidence": decision.confidence if decision else None,
                     "state": decision.state.value if decision else "unlabeled",
                     "method": decision.method if decision else None,
                     "decided_by": (decision.details or {}).get("decided_by") if decision else None,
-                    "gold": task.exported(gold.label) if gold else None,
+                    "gold": task.exported(gold.label, texts.get(item.id)) if gold else None,
                     "fields": item.fields,
                     "votes": votes.get(item.id, []),
                     "certified": certified.get((decision.details or {}).get("run"))
                     if decision is not None and decision.state == models.State.auto else None,
                 }
-                if task.key == "labels":  # how sure the machines are of each label (P(it applies))
+                if task.key != "label":  # how sure the machines are of each label (P(it applies)) or span
                     machine = ((decision.details or {}).get("machine") or {}) if decision else {}
-                    row["label_confidence"] = (machine.get("label_confidence")
-                                               if decision and decision.state in MACHINE_STATES else None)
+                    per_part = machine.get("label_confidence") if decision and decision.state in MACHINE_STATES else None
+                    if task.key == "labels":
+                        row["label_confidence"] = per_part
+                    elif per_part and row["spans"]:
+                        for span in row["spans"]:
+                            span["confidence"] = per_part.get(f"{span['start']}:{span['end']}:{span['label']}")
                 yield row
 
 
@@ -119,9 +124,9 @@ def write_export(ws: Workspace, out: TextIO, fmt: str, progress=None) -> int:
     for row in rows:
         flat = {k: v for k, v in row.items() if k not in ("fields", "votes", "decided_by", "certified")}
         flat["certified"] = json.dumps(row["certified"]) if row["certified"] else ""
-        for name in (key, "gold"):  # a label set: its labels joined by `|`, as gold files give them
+        for name in (key, "gold"):  # a label set: its labels joined by `|`, as gold files give them; spans: JSON
             if isinstance(flat[name], list):
-                flat[name] = "|".join(flat[name])
+                flat[name] = json.dumps(flat[name], ensure_ascii=False) if key == "spans" else "|".join(flat[name])
         if extra:
             flat["label_confidence"] = json.dumps(row["label_confidence"]) if row["label_confidence"] else ""
         flat.update({f: _cell(row["fields"].get(f)) for f in field_names})
@@ -141,6 +146,10 @@ def _write_label_studio(ws: Workspace, rows, out: TextIO, progress=None) -> int:
     key, to_name = ws.task.key, ws.config.fields[0]
 
     def result(answer) -> list[dict]:
+        if key == "spans":  # Label Studio's Labels tag on a Text: one region per span
+            return [{"from_name": "label", "to_name": to_name, "type": "labels",
+                     "value": {"start": sp["start"], "end": sp["end"], "text": sp.get("text"), "labels": [sp["label"]]}}
+                    for sp in answer]
         choices = answer if isinstance(answer, list) else [answer]
         return [{"from_name": "label", "to_name": to_name, "type": "choices", "value": {"choices": choices}}]
 
@@ -169,7 +178,7 @@ def _write_parquet(ws: Workspace, rows, out, progress=None) -> int:
     import pyarrow.parquet as pq
 
     key = ws.task.key
-    answer = pa.list_(pa.string()) if key == "labels" else pa.string()
+    answer = pa.list_(pa.string()) if key == "labels" else pa.string()  # spans: as JSON
     fields = list(ws.config.fields) + [f for f in field_keys(ws) if f not in ws.config.fields]
     schema = pa.schema([("id", pa.string()), (key, answer), ("confidence", pa.float64()), ("state", pa.string()),
                         ("method", pa.string()), ("gold", answer), *[(f, pa.string()) for f in fields],
@@ -179,6 +188,8 @@ def _write_parquet(ws: Workspace, rows, out, progress=None) -> int:
         batch: list[dict] = []
         for row in rows:
             flat = {k: row[k] for k in ("id", key, "confidence", "state", "method", "gold")}
+            if key == "spans":
+                flat |= {k: json.dumps(row[k], ensure_ascii=False) if row[k] is not None else None for k in (key, "gold")}
             flat |= {f: _text(row["fields"].get(f)) for f in fields}
             flat |= {"votes": json.dumps(row["votes"], ensure_ascii=False),
                      "certified": json.dumps(row["certified"]) if row["certified"] else None}

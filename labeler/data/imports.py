@@ -31,7 +31,7 @@ from labeler.store.workspace import Workspace
 
 ID_COLUMNS = ("id", "task")
 # Columns an export writes beside the item's fields; never stored as fields on re-import.
-EXPORT_COLUMNS = {"label", "labels", "label_confidence", "confidence", "state", "method", "decided_by", "votes", "gold", "split", "certified"}
+EXPORT_COLUMNS = {"label", "labels", "spans", "label_confidence", "confidence", "state", "method", "decided_by", "votes", "gold", "split", "certified"}
 CHUNK_ROWS = 2000
 MAX_REPORTED_ERRORS = 50
 
@@ -248,9 +248,10 @@ def _parse_row(line, raw, *, gold, task, declared, default_split, max_chars=None
         return RowError(line, "missing item id (an `id` or `task` column)")
     label = split = None
     if gold:
-        column = "labels" if "labels" in raw else "label"  # a label set's column may be either
+        column = task.key if task.key in raw else "label"  # a label set's (or spans') column may be either
         try:
-            label = task.canonical(raw.get(column))
+            text = raw.get(declared[0])  # spans are checked against the item's text, when the row has it
+            label = task.canonical(raw.get(column), text if isinstance(text, str) else None)
         except ValueError as exc:
             return RowError(line, f"item {external_id!r}: {exc} (`{column}`)")
         split_value = raw.get("split") or default_split(external_id)

@@ -14,7 +14,6 @@ from labeler.config import PROJECT_FILE
 from labeler.errors import LabelerError
 
 EXAMPLE = files("labeler.data") / "example"
-EXAMPLE_FILES = ("labeler.yaml", "guidelines.md", "items.csv", "gold.csv", "answers.csv")
 GITIGNORE = "# the local store and its WAL files\nlabeler.db*\n"
 
 DEFAULT_LABELS = """\
@@ -113,15 +112,18 @@ def label_counts(gold: Path) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for line, row in read_rows(gold):
-        column = "labels" if "labels" in row else "label"  # `labels`: label sets, joined by `|`
+        column = next((c for c in ("spans", "labels") if c in row), "label")  # `labels`: label sets, joined by `|`
         if column not in row:
-            raise LabelerError(f"{gold}: line {line}: no `label` column (or `labels`, for label sets)")
+            raise LabelerError(f"{gold}: line {line}: no `label` column (or `labels`, for label sets; `spans`)")
         parts = str(row[column]).split("|") if column == "labels" else [str(row[column])]
+        if column == "spans":  # a list of {start, end, label}: its labels are the types
+            spans = row[column] if isinstance(row[column], list) else []
+            parts = [str(span.get("label", "")) for span in spans if isinstance(span, dict)]
         for label in filter(None, (p.strip() for p in parts)):
             counts[label] = counts.get(label, 0) + 1
             if len(counts) > MAX_LABELS:
                 raise LabelerError(f"{gold}: more than {MAX_LABELS} distinct labels; is `label` the right column?")
-    if len(counts) < (1 if is_label_sets(gold) else 2):
+    if len(counts) < (1 if gold_task(gold) != "single_label" else 2):
         raise LabelerError(f"{gold}: a label set needs at least two labels, found {list(counts) or 'none'}")
     return counts
 
@@ -132,11 +134,16 @@ def has_split_column(gold: Path) -> bool:
     return any("split" in row for _, row in itertools.islice(read_rows(gold), 100))
 
 
-def is_label_sets(gold: Path) -> bool:
-    """Whether a gold file gives label sets (a `labels` column): its project is multi_label."""
+def gold_task(gold: Path) -> str:
+    """The task type a gold file gives: spans (a `spans` field), label sets (a `labels` column), or one label."""
     from labeler.data.readers import read_rows
 
-    return any("labels" in row for _, row in itertools.islice(read_rows(gold), 1))
+    first = next((row for _, row in itertools.islice(read_rows(gold), 1)), {})
+    return "spans" if "spans" in first else "multi_label" if "labels" in first else "single_label"
+
+
+TASK_LINES = {"multi_label": "# Any number of the labels per item (none included).\ntask: multi_label\n",
+              "spans": "# Spans of the text: the labels are their types.\ntask: spans\n"}
 
 
 def labels_of(gold: Path) -> list[str]:
@@ -151,8 +158,10 @@ def init_project(directory: Path, name: str | None = None, items: Path | None = 
     root = _target(directory)
     name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", root.name).strip("-") or "project"
     text = PROJECT_TEMPLATE.format(name=name)
-    if gold and is_label_sets(gold):
-        text = text.replace("\nlabels:\n", "\n# Any number of the labels per item (none included).\ntask: multi_label\nlabels:\n", 1)
+    task = gold_task(gold) if gold else "single_label"
+    fields = fields[:1] if task == "spans" else fields  # spans are found in one text field
+    if task in TASK_LINES:
+        text = text.replace("\nlabels:\n", f"\n{TASK_LINES[task]}labels:\n", 1)
     if items or gold:
         text = text.replace(DEFAULT_LABELS, "".join(f"  {_yaml_key(label)}: Define {label} in one line.\n" for label in labels))
         text = text.replace("fields: [text]", f"fields: [{', '.join(_yaml_key(f) for f in fields)}]")
@@ -171,27 +180,43 @@ def _yaml_key(value: str) -> str:
     return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ .-]*", value) else json.dumps(value)
 
 
-EXAMPLES = {"single_label": EXAMPLE, "multi_label": EXAMPLE / "support"}  # the example of each task type
+EXAMPLES = {"single_label": EXAMPLE, "multi_label": EXAMPLE / "support", "spans": EXAMPLE / "spans"}  # per task type
+
+
+def example_file(root: Path, stem: str) -> Path:
+    """An example's gold or answer file: CSV, or JSONL for spans."""
+    return next(p for p in (root / f"{stem}.csv", root / f"{stem}.jsonl") if p.exists())
 
 
 def copy_example(directory: Path, task: str = "single_label") -> Path:
-    """An example project in a folder: product-review sentiment (240 items, 163 gold), or for multi_label
-    the topics of support messages (400 items, 250 gold)."""
+    """An example project in a folder: product-review sentiment (240 items, 163 gold), for multi_label the
+    topics of support messages (400 items, 250 gold), for spans the names in support messages (500, 300)."""
     root = _target(directory)
-    for name in EXAMPLE_FILES:
-        shutil.copyfile(str(EXAMPLES[task] / name), root / name)
+    for source in EXAMPLES[task].iterdir():
+        if source.is_file():
+            shutil.copyfile(str(source), root / source.name)
     (root / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
     return root
 
 
+def _span_set(spans: list[dict]) -> frozenset:
+    return frozenset((s["start"], s["end"], s["label"]) for s in spans)
+
+
 def score_against_answers(export_file: Path, answers_file: Path) -> dict:
     """How the exported machine labels compare with the example's answer key."""
-    with Path(answers_file).open(newline="", encoding="utf-8") as f:
-        answers = {row["id"]: row["label"] if "label" in row else row["labels"] for row in csv.DictReader(f)}
+    answers_file = Path(answers_file)
+    if answers_file.suffix == ".jsonl":  # spans, compared as (start, end, label) sets
+        answers = {row["id"]: _span_set(row["spans"]) for row in map(json.loads, answers_file.read_text().splitlines())}
+    else:
+        with answers_file.open(newline="", encoding="utf-8") as f:
+            answers = {row["id"]: row["label"] if "label" in row else row["labels"] for row in csv.DictReader(f)}
     rows = [json.loads(line) for line in Path(export_file).read_text(encoding="utf-8").splitlines()]
     for r in rows:  # a label set, as the answer key writes it (the project's order, joined by `|`)
         if "labels" in r:
             r["label"] = "|".join(r["labels"]) if r["labels"] is not None else None
+        if "spans" in r:
+            r["label"] = _span_set(r["spans"]) if r["spans"] is not None else None
     scored = [r for r in rows if r["id"] in answers and r["label"] is not None]
     auto = [r for r in scored if r["state"] == "auto"]
 

@@ -168,19 +168,26 @@ def _read_label_studio(path: Path, progress: Progress | None) -> Iterator[tuple[
             continue
         row = dict(task["data"])
         row.setdefault("id", task.get("id"))
-        choices = _choices(task.get("annotations") or [])
-        if choices is not None:
-            row["labels"] = "|".join(choices)
+        answer = _annotated(task.get("annotations") or [])
+        if answer is not None:
+            row.update(answer)
         yield number, row
 
 
-def _choices(annotations: list) -> list[str] | None:
+def _annotated(annotations: list) -> dict | None:
+    """The first annotation not cancelled: its choices as `labels` joined by `|`, or its `labels` regions
+    (a span each) as `spans`."""
     for annotation in annotations:
         if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
             continue
-        for result in annotation.get("result") or []:
-            if isinstance(result, dict) and result.get("type") == "choices":
-                return [str(c) for c in (result.get("value") or {}).get("choices") or []]
+        results = [r for r in annotation.get("result") or [] if isinstance(r, dict)]
+        for result in results:
+            if result.get("type") == "choices":
+                return {"labels": "|".join(str(c) for c in (result.get("value") or {}).get("choices") or [])}
+        regions = [r.get("value") or {} for r in results if r.get("type") == "labels"]
+        if regions:
+            return {"spans": [{"start": v.get("start"), "end": v.get("end"), "label": label}
+                              for v in regions for label in v.get("labels") or [None]]}
     return None
 
 

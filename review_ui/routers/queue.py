@@ -29,7 +29,8 @@ def next_item(ws: Workspace = Depends(workspace), user: Member = Depends(reviewe
 
 @router.post("/submit", response_model=Submitted)
 def submit(body: Submission, ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Submitted:
-    label = answers.answer_of(ws, body.label, body.labels)
+    spans = [span.model_dump() for span in body.spans] if body.spans is not None else None
+    label = answers.answer_of(ws, body.label, body.labels, spans, body.item_id)
     result = answers.submit(ws, user, body.item_id, label=label, reason=body.reason, client_id=body.client_id)
     # The state is not returned: on a hidden gold item it would give the item away.
     return Submitted(status=result["status"], **_next(ws, user).model_dump())

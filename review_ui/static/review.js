@@ -7,7 +7,12 @@
   const expert = $("review").dataset.expert === "true";
   // multi_label: digits turn labels on and off, Enter submits the set; otherwise a digit submits its label.
   const sets = $("review").dataset.task === "multi_label";
+  // spans: the span editor (spans.js) takes digits, arrows and Delete; Enter submits its spans.
+  const spanning = $("review").dataset.task === "spans";
+  const spanField = $("review").dataset.spanField;
   const labelButtons = [...document.querySelectorAll("button.label")];
+  const editor = spanning ? new window.SpanEditor(document.createElement("div"), labelButtons.map((b) => b.dataset.label)) : null;
+  if (editor) editor.element.className = "field spans";
   const idk = $("idk"), help = $("help");
   const asGold = $("as-gold"), asExample = $("as-example");
   let current = null, chosen = null, busy = false, toggled = new Set();
@@ -60,12 +65,24 @@
   }
 
   function choose(label) {  // a digit or a click on a label
+    if (spanning) { editor.apply(label); return; }
     if (!sets) { chosen = label; highlight(); submit(chosen); return; }
     if (toggled.has(label)) toggled.delete(label); else toggled.add(label);
     highlight();
   }
 
-  const shown = (answer) => Array.isArray(answer) ? (answer.length ? answer.join(", ") : "none of the labels") : answer;
+  const shown = (answer) => !Array.isArray(answer) ? answer
+    : !answer.length ? (spanning ? "no spans" : "none of the labels")
+    : answer.map((a) => typeof a === "object" ? `${a.text ?? ""} (${a.label})` : a).join(", ");
+
+  function storedAsShown(label, card) {  // a reviewer's stored answer as the screen shows one
+    if (!spanning) return sets ? (label ? label.split("|") : []) : label;
+    const text = String(card.fields[spanField] ?? "");
+    return (label ? label.split("|") : []).map((part) => {
+      const [start, end, name] = part.split(":");
+      return { start: Number(start), end: Number(end), label: name, text: text.slice(Number(start), Number(end)) };
+    });
+  }
 
   function show(card, message = null) {
     current = card;
@@ -75,7 +92,9 @@
     chosen = card ? card.suggestion : null;
     toggled = new Set(sets && card && Array.isArray(card.suggestion) ? card.suggestion : []);
     highlight();
-    for (const button of labelButtons) {  // a label set: how sure the machines are of each label
+    if (editor && card) editor.load(String(card.fields[spanField] ?? ""), card.suggestion || [], card.blind ? null : card.label_confidence);
+    for (const button of labelButtons) {
+      if (spanning) break;  // a label set: how sure the machines are of each label
       const p = card && !card.blind && card.label_confidence ? card.label_confidence[button.dataset.label] : null;
       let badge = button.querySelector(".p");
       if (p == null) { if (badge) badge.remove(); continue; }
@@ -94,8 +113,10 @@
       : "";
     $("votes-box").hidden = card.blind;
     $("fields").replaceChildren(...Object.entries(card.fields).flatMap(([name, value]) => {
-      const label = document.createElement("div"), text = document.createElement("div");
+      const label = document.createElement("div");
       label.className = "field-name"; label.textContent = name;
+      if (editor && name === spanField) return [label, editor.element];
+      const text = document.createElement("div");
       text.className = "field"; text.textContent = value == null ? "" : String(value);
       return [label, text];
     }));
@@ -111,7 +132,7 @@
     const answers = $("answers");
     answers.hidden = !card.answers.length;
     answers.textContent = card.answers.length
-      ? "Reviewers said: " + card.answers.map((a) => `${a.user}: ${a.label == null ? `don't know (${a.reason})` : shown(sets ? (a.label ? a.label.split("|") : []) : a.label)}`).join("; ")
+      ? "Reviewers said: " + card.answers.map((a) => `${a.user}: ${a.label == null ? `don't know (${a.reason})` : shown(storedAsShown(a.label, card))}`).join("; ")
       : "";
     if (asGold) asGold.checked = false;
     if (asExample) asExample.checked = false;
@@ -127,14 +148,15 @@
     if (!current) return;
     const item = current;
     return run(async () => {
-      const answer = sets && label !== null ? { labels: label } : { label };
+      const answer = label === null ? { label } : spanning ? { spans: label } : sets ? { labels: label } : { label };
       const data = await call("POST", "/api/queue/submit", { item_id: item.item_id, ...answer, reason, client_id: clientId() });
       if (!data) return;
       if (expert && label !== null && (asGold.checked || asExample.checked)) {
-        const gold = sets ? label.join("|") : label;
+        const gold = spanning ? label.map((s) => `${s.start}:${s.end}:${s.label}`).join("|") : sets ? label.join("|") : label;
         await call("POST", `/api/items/${item.item_id}/gold`, { label: gold, split: asExample.checked ? "examples" : "calibration" });
       }
-      say(`Saved ${item.external_id}: ${label === null ? "I don't know" : shown(label)}.`);
+      const said = spanning && label !== null ? storedAsShown(label.map((s) => `${s.start}:${s.end}:${s.label}`).join("|"), item) : label;
+      say(`Saved ${item.external_id}: ${label === null ? "I don't know" : shown(said)}.`);
       show(data.item, data.message);
     });
   }
@@ -175,10 +197,12 @@
     if (help.open) { if (event.key === "?") help.close(); return; }
     if (event.target.matches("input, textarea, select")) return;  // keys are off while a field has focus
     const key = event.key;
+    if (editor && current && key !== "Enter" && editor.key(event)) { event.preventDefault(); return; }
     if (/^[1-9]$/.test(key) && labelButtons[Number(key) - 1]) {
       choose(labelButtons[Number(key) - 1].dataset.label);
     } else if (key === "Enter") {
-      if (sets) { if (current) submit(labelButtons.map((b) => b.dataset.label).filter((l) => toggled.has(l))); }
+      if (spanning) { if (current) submit(editor.value()); }
+      else if (sets) { if (current) submit(labelButtons.map((b) => b.dataset.label).filter((l) => toggled.has(l))); }
       else if (chosen) submit(chosen);
     } else if (key === "s") skip();
     else if (key === "u") undo();
