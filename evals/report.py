@@ -42,7 +42,8 @@ def _figures(report: dict) -> dict[str, str]:
         if bins:
             ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", label=name)
     ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability", xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # no entry gives confidences (plain answers): no legend to draw
+        ax.legend(fontsize=8)
     figures["reliability"] = _png(fig)
     plt.close(fig)
 

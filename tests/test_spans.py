@@ -403,3 +403,21 @@ def test_init_from_a_gold_file_of_spans_makes_a_spans_project(tmp_path):
     root = init_project(tmp_path / "p", items=items, gold=gold)
     config = load_project(root).config
     assert config.task == "spans" and config.label_names == ["person", "place"] and config.fields == ["text"]
+
+
+def test_an_eval_of_a_spans_project_reports_span_f1_and_agreement(tmp_path, server):
+    from evals.evaluate import evaluate
+    from evals.project_metrics import project_metrics
+    from evals.report import write_report
+
+    ws, _, _ = span_project(tmp_path, server, n=60, gold_n=60)
+    report = evaluate(ws)
+    entries = {name.split("@")[0]: e for name, e in report["entries"].items()}
+    good, cheap = entries["good"], entries["cheap"]
+    assert good["task"] == "spans" and good["accuracy"] == 1.0 and good["exact"]["f1"] == 1.0
+    # the noisy annotator misses the last span of 30% of the items: recall drops, precision does not
+    assert cheap["exact"]["precision"] == 1.0 and cheap["exact"]["recall"] < 0.95
+    html = write_report(report, tmp_path / "eval.html").read_text()
+    assert "span F1 1.0 exact" in html and "partial" in html
+    agreement = project_metrics(ws)["agreement"]
+    assert agreement["items"] == 60 and cheap["exact"]["f1"] - 0.05 < agreement["pairwise_span_f1"] < 1.0

@@ -248,7 +248,8 @@ def _parse_row(line, raw, *, gold, task, declared, default_split, max_chars=None
         return RowError(line, "missing item id (an `id` or `task` column)")
     label = split = None
     if gold:
-        column = task.key if task.key in raw else "label"  # a label set's (or spans') column may be either
+        # the task's own column first (a label set's `labels`, `spans`); a Label Studio choice comes as `labels`
+        column = next((c for c in (task.key, "labels", "label") if c in raw), "label")
         try:
             text = raw.get(declared[0])  # spans are checked against the item's text, when the row has it
             label = task.canonical(raw.get(column), text if isinstance(text, str) else None)
