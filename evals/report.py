@@ -11,7 +11,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 
-def _png(fig) -> str:
+def png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -32,7 +32,7 @@ def _figures(report: dict) -> dict[str, str]:
     ax.axhline(report["target_accuracy"], color="grey", linestyle="--", linewidth=1, label="target")
     ax.set(xlabel="share accepted (most confident first)", ylabel="accuracy of accepted", title="Coverage and accuracy")
     ax.legend(fontsize=8)
-    figures["coverage"] = _png(fig)
+    figures["coverage"] = png(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -44,7 +44,7 @@ def _figures(report: dict) -> dict[str, str]:
     ax.set(xlabel="confidence", ylabel="accuracy", title="Reliability", xlim=(0, 1), ylim=(0, 1.02))
     if ax.get_legend_handles_labels()[0]:  # no entry gives confidences (plain answers): no legend to draw
         ax.legend(fontsize=8)
-    figures["reliability"] = _png(fig)
+    figures["reliability"] = png(fig)
     plt.close(fig)
 
     for name, entry in report["entries"].items():
@@ -59,7 +59,7 @@ def _figures(report: dict) -> dict[str, str]:
         for i, row in enumerate(matrix):
             for j, value in enumerate(row):
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
-        figures[f"confusion:{name}"] = _png(fig)
+        figures[f"confusion:{name}"] = png(fig)
         plt.close(fig)
     return figures
 

@@ -73,14 +73,15 @@ def reviewer_scorecards(ws: Workspace) -> list[dict]:
     for name, card in cards.items():
         mine, theirs = pairs.get(name, ([], []))
         card["gold_accuracy"] = _share(card.pop("gold_right"), card["gold_answered"])
-        card["gold_accuracy_blind"] = _share(card.pop("blind_right"), card.pop("blind_answered"))
-        card["gold_accuracy_shown"] = _share(card.pop("shown_right"), card.pop("shown_answered"))
-        card["accepted_wrong_suggestion"] = _share(card.pop("wrong_accepted"), card.pop("wrong_shown"))
+        card["gold_accuracy_blind"] = _share(card.pop("blind_right"), card["blind_answered"])
+        card["gold_accuracy_shown"] = _share(card.pop("shown_right"), card["shown_answered"])
+        card["accepted_wrong_suggestion"] = _share(card.pop("wrong_accepted"), card["wrong_shown"])
         card["shared_items"] = len(mine)
         card["kappa"] = _kappa(mine, theirs)
         with_expert = [(label, experts[i]) for i, by_user in answers.items() if i in experts
                        for who, label in by_user.items() if who == name and card["role"] not in ("expert", "admin")]
         card["agrees_with_experts"] = _share(sum(a == b for a, b in with_expert), len(with_expert))
+        card["with_experts"] = len(with_expert)
         last = recent[name][-50:]
         card["dont_know_share"] = round(sum(last) / len(last), 4)
         card["dont_know_flagged"] = len(last) >= 10 and card["dont_know_share"] >= cap

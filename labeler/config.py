@@ -120,6 +120,8 @@ class RoutingConfig(_Strict):
     review_qualification: Qualification = Field(default_factory=Qualification)
     review_dont_know_reasons: list[str] = Field(default_factory=lambda: list(DONT_KNOW_REASONS))
     review_dont_know_cap: float = Field(default=0.1, gt=0.0, le=1.0)  # share of a reviewer's last 50 answers
+    # The machines' suggestion is preselected (Enter accepts it) only at this calibrated confidence or more.
+    review_preselect_min: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class Budget(_Strict):
@@ -140,6 +142,8 @@ class ProjectConfig(_Strict):
     # spans: typed character ranges in the one text field (`labels` are the types).
     task: Literal["single_label", "multi_label", "spans"] = "single_label"
     labels: dict[str, str] = Field(min_length=1)  # label -> one-line definition
+    # How the review screen names a label (default: the label with `_` as spaces, capitalised).
+    display_names: dict[str, str] = Field(default_factory=dict)
     fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
     guidelines: Path = Path("guidelines.md")
     # An item whose fields hold more characters than this is refused at import (a prompt cannot take it).
@@ -188,6 +192,16 @@ class ProjectConfig(_Strict):
     @property
     def label_names(self) -> list[str]:
         return list(self.labels)
+
+    def display_name(self, label: str) -> str:
+        return self.display_names.get(label) or (label[:1].upper() + label[1:]).replace("_", " ")
+
+    @model_validator(mode="after")
+    def _display_names_known(self) -> "ProjectConfig":
+        unknown = sorted(set(self.display_names) - set(self.labels))
+        if unknown:
+            raise ValueError(f"display_names for labels the project does not have: {', '.join(unknown)}")
+        return self
 
 
 class Project(BaseModel):

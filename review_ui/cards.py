@@ -25,6 +25,8 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
             .where(Vote.item_id == lease.item_id).order_by(Vote.id)
         ).all()
         decision = s.get(models.Decision, lease.item_id)
+        names = dict(s.execute(select(models.PromptVersion.content_hash, models.PromptVersion.name)
+                               .where(models.PromptVersion.project_id == ws.project_id)).all())
         progress = None
         if lease.qualification is not None:
             done = s.scalar(select(func.count()).select_from(models.ReviewTask).where(
@@ -38,7 +40,7 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
     task = ws.task
     text = lease.fields.get(ws.config.fields[0])  # spans are shown with their text
     text = text if isinstance(text, str) else None
-    votes = [MachineVote(annotator=name, label=task.exported(label, text), version=version,
+    votes = [MachineVote(annotator=name, label=task.exported(label, text), version=names.get(version, version),
                          probability=round(probs[label], 3) if probs and label in probs else None)
              for name, (label, probs, version) in newest.items()]
     answers = decision.details.get("decided_by", []) if decision is not None and user.role in EXPERTS else []
@@ -46,5 +48,7 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
                   answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress, task=task.name)
     if lease.blind:
         return Card(**common, suggestion=None, confidence=None, votes=[], reason=BLIND, blind=True)
+    sure = machine.get("confidence") is not None and machine["confidence"] >= ws.config.routing.review_preselect_min
     return Card(**common, suggestion=task.exported(machine.get("label"), text), confidence=machine.get("confidence"),
+                preselect=machine.get("label") is not None and sure,
                 label_confidence=machine.get("label_confidence"), votes=votes, reason=machine.get("reason"), blind=False)

@@ -215,12 +215,33 @@ def lock_decision(c, item_id: int) -> None:
 
 
 def waiting(ws: Workspace, user: Member) -> str | None:
-    """Why a reviewer gets no item, when it is not an empty queue: a qualification cool-down."""
-    if user.role in EXPERTS:
+    """Why a reviewer gets no item, when it is not an empty queue: a qualification cool-down, or items that
+    other reviewers hold (how many, and when the first comes back if they do not answer)."""
+    if user.role not in EXPERTS:
+        with write_transaction(ws.engine) as c:
+            gate = qualification.gate(c, ws, user)
+        if gate is not None:
+            return gate.message
+    with ws.session() as s:
+        held, back = s.execute(
+            select(func.count(func.distinct(Task.item_id)), func.min(Task.expires_at)).join(Item, Item.id == Task.item_id)
+            .where(Item.project_id == ws.project_id, Task.user_id != user.id, Task.submitted_at.is_(None),
+                   Task.skipped_at.is_(None), Task.expires_at > utcnow())).one()
+    if not held:
         return None
-    with write_transaction(ws.engine) as c:
-        gate = qualification.gate(c, ws, user)
-    return gate.message if gate is not None else None
+    return (f"Nothing left for you now: {held} item{'s are' if held > 1 else ' is'} with other reviewers; "
+            f"the first comes back at {back:%H:%M} UTC if not answered by then.")
+
+
+def progress(ws: Workspace, user: Member) -> dict:
+    """The reviewer's progress: items they answered, and items waiting for people in the project."""
+    with ws.session() as s:
+        mine = s.scalar(select(func.count()).select_from(Task).join(Item, Item.id == Task.item_id).where(
+            Item.project_id == ws.project_id, Task.user_id == user.id, Task.submitted_at.is_not(None)))
+        open_ = s.scalar(select(func.count()).select_from(models.Decision).join(Item, Item.id == models.Decision.item_id)
+                         .where(Item.project_id == ws.project_id,
+                                models.Decision.state.in_([State.needs_review, State.escalated])))
+    return {"answered": int(mine or 0), "waiting": int(open_ or 0)}
 
 
 

@@ -37,6 +37,7 @@ class Card(BaseModel):
     suggestion: str | list[str] | list[dict] | None
     label_confidence: dict[str, float] | None = None  # P(each label applies), or of each span ("start:end:label")
     confidence: float | None  # its calibrated confidence
+    preselect: bool = False  # the suggestion is chosen at first: its confidence is at least review_preselect_min
     votes: list[MachineVote]
     reason: str | None = None  # in one line, why this item came to people
     blind: bool = False  # the machines' view is hidden on this item
@@ -48,6 +49,7 @@ class Card(BaseModel):
 class Next(BaseModel):
     item: Card | None  # None: nothing left to review
     message: str | None = None  # why there is no item, when there is a reason other than an empty queue
+    progress: dict | None = None  # {answered: by this reviewer, waiting: items waiting for people}
 
 
 class Submission(BaseModel):
@@ -63,6 +65,7 @@ class Submitted(BaseModel):
     status: Literal["recorded", "duplicate"]
     item: Card | None  # the next item, so saving and moving on is one round trip
     message: str | None = None
+    progress: dict | None = None
 
 
 class Skip(BaseModel):

@@ -270,7 +270,7 @@ def test_a_reviewer_toggles_labels_by_keyboard_and_enter_submits_the_set(tmp_pat
         page.click("button[type=submit]")
         item = page.locator("#item-id")
         expect(item).to_have_text("i0")
-        expect(page.locator("button.label.chosen")).to_have_text("3 defect 62 %")  # the suggestion, preselected
+        expect(page.locator("button.label.chosen")).to_have_text("3 Defect 62 %")  # the suggestion, preselected
         page.keyboard.press("1")
         page.keyboard.press("3")  # defect off
         page.keyboard.press("2")

@@ -59,7 +59,7 @@ def test_a_reviewer_works_the_queue_by_keyboard(tmp_path, chromium):
         assert page.locator("#fields b").count() == 0 and page.evaluate("window.pwned") is None
         expect(page.locator("#machine")).to_contain_text("positive (calibrated confidence 55 %)")
         expect(page.locator("#why")).to_have_text("Why it is here: its calibrated confidence is below the level.")
-        expect(page.locator("button.label.chosen")).to_have_text("1 positive")  # the suggestion, preselected
+        expect(page.locator("button.label.chosen")).to_have_text("1 Positive")  # the suggestion, preselected
         page.screenshot(path=str(ARTIFACTS / "review-screen.png"), full_page=True)
 
         page.keyboard.press("2")  # a digit chooses and submits
@@ -145,3 +145,82 @@ def test_a_hidden_gold_card_looks_like_any_other_but_for_its_text(tmp_path, chro
     assert gold_shape == real_shape  # the same elements, attributes and order: only the text differs
     assert "calibrated confidence" in gold_machine and "calibrated confidence" in real_machine
     assert gold_why.startswith("Why it is here:") and real_why.startswith("Why it is here:")
+
+
+def test_an_unsure_suggestion_is_not_preselected_and_the_screen_says_where_things_stand(tmp_path, chromium):
+    ws, root, url, ids = review_project(tmp_path)
+    (root / "labeler.yaml").write_text((root / "labeler.yaml").read_text().replace(
+        "labels:", "display_names: {negative: Not good}\nlabels:", 1))
+    (root / "guidelines.md").write_text("# Reviews\n\n## Labels\n\n### positive\nliked it\n\n### negative\n"
+                                        "did not\n\n### neutral\nneither\n")
+    with ws.session() as s:  # i1 as the machines' 15 % guess; its vote's version has a name
+        decision = s.get(models.Decision, ids["i1"])
+        decision.details = {"machine": {"label": "positive", "confidence": 0.15, "reason": "below the level"}}
+        s.add(models.PromptVersion(project_id=ws.project_id, name="v1", content_hash="m1", spec={}))
+    make_users(ws, bob=Role.reviewer)
+    with serve(root, url) as base:
+        other = chromium.new_page()  # bob holds i0 and does not answer it
+        other.goto(f"{base}/login?next=/review")
+        other.fill("input[name=name]", "bob")
+        other.fill("input[name=password]", PASSWORD)
+        other.click("button[type=submit]")
+        expect(other.locator("#item-id")).to_have_text("i0")
+        page = chromium.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{base}/login?next=/review")
+        page.fill("input[name=name]", "ann")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page.locator("#item-id")).to_have_text("i1")
+        expect(page.locator("#machine")).to_contain_text("calibrated confidence 15 %")
+        expect(page.locator("button.label.chosen")).to_have_count(0)  # 15 %: nothing chosen, Enter does nothing
+        page.keyboard.press("Enter")
+        expect(page.locator("#item-id")).to_have_text("i1")
+        expect(page.locator("button.label").nth(1)).to_contain_text("Not good")  # the project's display name
+        expect(page.locator("#votes")).to_contain_text("v1")  # the prompt version by its name, not its hash
+        expect(page.locator("#progress")).to_contain_text("You answered 0")
+        assert page.locator("#guideline dl").count() == 0  # the guideline defines the labels: not twice
+        page.keyboard.press("i")
+        page.keyboard.press("Enter")  # no reason: the error shows in the dialog, where it is seen
+        expect(page.locator("#idk-error")).to_be_visible()
+        expect(page.locator("#idk-error")).to_contain_text("Say why")
+        page.keyboard.press("Escape")
+        page.screenshot(path=str(ARTIFACTS / "review-card-1280.png"))
+        for k in range(1, 7):  # ann answers what is left; bob still holds i0
+            expect(page.locator("#item-id")).to_have_text(f"i{k}")
+            page.keyboard.press("1")
+        expect(page.locator("#empty")).to_contain_text("1 item is with other reviewers")
+        expect(page.locator("#progress")).to_contain_text("You answered 6 · 1 waiting for people")
+
+
+def test_admins_land_on_an_overview_with_plots_that_fits_the_screen(tmp_path, chromium):
+    from tests.llm_server import LLMServer
+    from tests.test_cli import labeler
+    from tests.test_routing_run import make_project
+
+    url = os.environ.get("LABELER_DATABASE_URL") or f"sqlite:///{tmp_path / 'store.db'}"
+    report = tmp_path / "eval.html"
+    with LLMServer() as server:  # the runs in their own processes: the browser owns this thread's loop
+        ws = make_project(tmp_path, server, [("cheap", "noisy-0.3", 0), ("good", "ok", 1)], n_items=160,
+                          calibration=80, honeypots=30, url=url)
+        env = {"LABELER_DATABASE_URL": url}
+        labeler("run", "--limit", "20", "-p", ws.project.root, env=env)  # two runs: a line to draw
+        labeler("run", "-p", ws.project.root, env=env)
+        labeler("eval", "--report", report, "-p", ws.project.root, env=env)
+    make_users(ws, boss=Role.admin)
+    with serve(ws.project.root, url) as base:
+        page = chromium.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{base}/login")
+        page.fill("input[name=name]", "boss")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(f"{base}/manage")  # not the queue: opening it leased nothing
+        expect(page.locator("#plot-runs")).to_be_visible()
+        expect(page.locator("#plot-states")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280  # wide tables scroll in place
+        page.screenshot(path=str(ARTIFACTS / "overview-1280.png"))
+        page.goto(report.as_uri())
+        expect(page.locator("h1")).to_contain_text("Eval on")
+        page.screenshot(path=str(ARTIFACTS / "eval-report-1280.png"))
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    with ws.session() as s:
+        assert s.scalar(select(models.ReviewTask.id).limit(1)) is None

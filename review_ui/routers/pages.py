@@ -16,6 +16,7 @@ from evals.scorecards import (
     recent_disagreements,
     reviewer_scorecards,
 )
+from evals.trends import trend_figures, trends
 from labeler.store import audit
 from labeler.store.users import Member, authenticate, change_user
 from labeler.store.workspace import Workspace
@@ -39,7 +40,8 @@ _markdown = MarkdownIt("commonmark", {"html": False})  # raw HTML in the guideli
 
 
 def _home(user: Member) -> str:
-    return "/review" if user.role in REVIEWERS else "/manage"
+    """Managers and admins land on the overview (opening it leases nothing); reviewers and experts on the queue."""
+    return "/manage" if user.role in MANAGERS else "/review"
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -96,10 +98,18 @@ def logout(request: Request, csrf_token_field: str = Form("", alias="csrf_token"
 
 @router.get("/review", response_class=HTMLResponse)
 def review_page(request: Request, ws: Workspace = Depends(workspace), user: Member = Depends(allow(*REVIEWERS))):
+    guideline = ws.project.guidelines_text()
     return templates.TemplateResponse(request, "review.html", {
         "user": user, "expert": user.role in EXPERTS, "csrf": csrf_token(request), "project": ws.config.name,
         "labels": ws.config.labels, "task": ws.config.task, "fields": ws.config.fields, "reasons": ws.config.routing.review_dont_know_reasons,
-        "guideline": _markdown.render(ws.project.guidelines_text())})
+        "display": ws.config.display_name, "guideline": _markdown.render(guideline),
+        "guideline_defines_labels": _defines_labels(guideline, ws.config.label_names)})
+
+
+def _defines_labels(guideline: str, labels: list[str]) -> bool:
+    """Whether the guideline has a heading per label (`### label`): then its definitions are not shown twice."""
+    headings = {line.lstrip("#").strip() for line in guideline.splitlines() if line.startswith("#")}
+    return all(label in headings for label in labels)
 
 
 @router.get("/manage", response_class=HTMLResponse)
@@ -108,4 +118,5 @@ def manage_page(request: Request, ws: Workspace = Depends(workspace), user: Memb
         "user": user, "csrf": csrf_token(request), "project": ws.config.name, "metrics": project_metrics(ws),
         "annotators": annotator_scorecards(ws), "reviewers": reviewer_scorecards(ws),
         "qualifications": qualification.attempts(ws), "dont_know": dont_know_summary(ws),
-        "disagreements": recent_disagreements(ws), "events": audit.events(ws, limit=30)})
+        "disagreements": recent_disagreements(ws), "events": audit.events(ws, limit=30),
+        "figures": trend_figures(trends(ws))})

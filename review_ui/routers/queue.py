@@ -18,7 +18,7 @@ reviewer = allow(*REVIEWERS)
 def _next(ws: Workspace, user: Member) -> Next:
     """The next card; when there is none, why, if there is more to say than an empty queue."""
     item = card(ws, queue.lease_next(ws, user), user)
-    return Next(item=item, message=None if item else queue.waiting(ws, user))
+    return Next(item=item, message=None if item else queue.waiting(ws, user), progress=queue.progress(ws, user))
 
 
 @router.get("/next", response_model=Next)

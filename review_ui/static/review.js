@@ -84,15 +84,18 @@
     });
   }
 
-  function show(card, message = null) {
+  function show(card, message = null, progress = null) {
     current = card;
+    if (progress) $("progress").textContent = `You answered ${progress.answered} · ${progress.waiting} waiting for people`;
     $("card").hidden = !card;
     $("empty").hidden = Boolean(card);
     $("empty").textContent = message || "Nothing left to review. Thank you.";
-    chosen = card ? card.suggestion : null;
-    toggled = new Set(sets && card && Array.isArray(card.suggestion) ? card.suggestion : []);
+    // the suggestion is chosen at first only where the machines are sure enough (card.preselect)
+    const preselected = card && card.preselect ? card.suggestion : null;
+    chosen = preselected;
+    toggled = new Set(sets && Array.isArray(preselected) ? preselected : []);
     highlight();
-    if (editor && card) editor.load(String(card.fields[spanField] ?? ""), card.suggestion || [], card.blind ? null : card.label_confidence);
+    if (editor && card) editor.load(String(card.fields[spanField] ?? ""), preselected || [], card.blind ? null : card.label_confidence);
     for (const button of labelButtons) {
       if (spanning) break;  // a label set: how sure the machines are of each label
       const p = card && !card.blind && card.label_confidence ? card.label_confidence[button.dataset.label] : null;
@@ -157,13 +160,13 @@
       }
       const said = spanning && label !== null ? storedAsShown(label.map((s) => `${s.start}:${s.end}:${s.label}`).join("|"), item) : label;
       say(`Saved ${item.external_id}: ${label === null ? "I don't know" : shown(said)}.`);
-      show(data.item, data.message);
+      show(data.item, data.message, data.progress);
     });
   }
 
   const skip = () => current && run(async () => {
     const data = await call("POST", "/api/queue/skip", { item_id: current.item_id });
-    if (data) { say(`Skipped ${current.external_id}.`); show(data.item, data.message); }
+    if (data) { say(`Skipped ${current.external_id}.`); show(data.item, data.message, data.progress); }
   });
 
   const undo = () => run(async () => {
@@ -175,7 +178,8 @@
     const form = $("idk-form");
     const picked = form.querySelector('input[name="reason"]:checked');
     const reason = ($("idk-other").value.trim() || (picked && picked.value) || "").trim();
-    if (!reason) { say("Say why: pick a reason or type one.", true); return; }
+    if (!reason) { $("idk-error").textContent = "Say why: pick a reason or type one."; return; }  // in the dialog, seen
+    $("idk-error").textContent = "";
     idk.close();
     form.reset();
     submit(null, reason);
@@ -223,5 +227,5 @@
   $("idk-cancel").addEventListener("click", () => idk.close());
   $("idk-form").addEventListener("submit", (event) => { event.preventDefault(); sendIdk(); });
 
-  run(async () => { const data = await call("GET", "/api/queue/next"); if (data) show(data.item, data.message); });
+  run(async () => { const data = await call("GET", "/api/queue/next"); if (data) show(data.item, data.message, data.progress); });
 })();
