@@ -139,3 +139,63 @@ def test_a_label_set_exports_to_parquet_as_a_list(tmp_path):
     assert row["labels"] == ["a", "b"] and row["gold"] == ["a", "b"]
     again = project(tmp_path, "m2", yaml_text.replace("name: m", "name: m2"))
     assert import_gold(again, tmp_path / "sets.parquet").gold_added == 1  # its `labels` list is the gold
+
+
+def test_prodigy_annotations_come_in_with_their_accepted_answers_as_gold(tmp_path):
+    ws = project(tmp_path)
+    rows = [{"text": "loved it", "label": "positive", "answer": "accept", "_input_hash": 11, "_task_hash": 1,
+             "meta": {"id": "r1"}},
+            {"text": "broke at once", "accept": ["negative"], "options": [{"id": "negative"}], "answer": "accept",
+             "_input_hash": 12, "_task_hash": 2},
+            {"text": "meh", "label": "positive", "answer": "reject", "_input_hash": 13, "_task_hash": 3}]
+    file = write_file(tmp_path / "prodigy.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    assert import_items(ws, file).items_added == 3  # no `id`: meta.id, else the input hash
+    report = import_gold(ws, file, skip_bad=True)
+    assert report.gold_added == 2 and [e.line for e in report.errors] == [3]
+    assert "Prodigy answer 'reject'" in report.errors[0].message
+    exported = {r["id"]: r for r in _jsonl(ws, tmp_path)}
+    assert exported["r1"]["gold"] == "positive" and exported["12"]["gold"] == "negative"
+    assert exported["13"]["fields"] == {"text": "meh"}  # Prodigy's own keys are not item fields
+
+
+def test_label_studio_predictions_are_votes_and_errors_name_the_task(tmp_path):
+    from labeler.annotators.recorded import load_recorded
+    from labeler.config import RecordedAnnotator
+    from labeler.errors import LabelerError
+
+    ws = project(tmp_path)
+    tasks = [{"data": {"text": "good", "id": "a"}, "predictions": [
+                 {"model_version": "bert-v2", "score": 0.9, "result": [{"type": "choices", "value": {"choices": ["positive"]}}]},
+                 {"model_version": "rules", "result": [{"type": "choices", "value": {"choices": ["negative"]}}]}]},
+             {"data": {"text": "bad", "id": "b"}, "predictions": [
+                 {"model_version": "bert-v2", "result": [{"type": "choices", "value": {"choices": ["negative"]}}]}]},
+             {"data": {"text": "so so", "id": "c"}, "annotations": [{"result": [
+                 {"type": "choices", "value": {"choices": ["meh"]}}]}]}]
+    file = write_file(tmp_path / "tasks.json", json.dumps(tasks))
+    import_items(ws, file)
+    loaded = load_recorded(ws, RecordedAnnotator(name="ls", kind="recorded", file=file))
+    assert loaded == {"votes": 3, "workers": 2, "unknown_items": 0}
+    with ws.session() as s:
+        from labeler.store import models
+        votes = set(s.execute(select(models.Annotator.name, models.Item.external_id, models.Vote.label)
+                              .join(models.Vote, models.Vote.annotator_id == models.Annotator.id)
+                              .join(models.Item, models.Item.id == models.Vote.item_id)).all())
+    assert votes == {("ls/bert-v2", "a", "positive"), ("ls/rules", "a", "negative"), ("ls/bert-v2", "b", "negative")}
+    report = import_gold(ws, file, skip_bad=True)
+    assert report.where(report.errors[0]).startswith(f"{file}: task 1: ")  # numbered as Label Studio numbers tasks
+    assert report.where(report.errors[-1]) == f"{file}: task 3: item 'c': unknown label 'meh' (labels: negative, positive) (`labels`)"
+    bad = write_file(tmp_path / "bad.json", json.dumps([{"data": {"id": "a"}, "predictions": [
+        {"model_version": "m", "result": [{"type": "choices", "value": {"choices": ["meh"]}}]}]}]))
+    import pytest
+    with pytest.raises(LabelerError, match="bad.json: task 1: unknown label 'meh'"):
+        load_recorded(ws, RecordedAnnotator(name="x", kind="recorded", file=bad))
+
+
+def test_a_crowd_table_of_label_sets_may_give_the_empty_set(tmp_path):
+    from labeler.annotators.recorded import load_recorded
+    from labeler.config import RecordedAnnotator
+
+    ws = project(tmp_path, yaml_text="name: t\ntask: multi_label\nlabels: {a: x, b: y}\nfields: [text]\n")
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\n1,x\n2,y\n"))
+    table = write_file(tmp_path / "crowd.csv", "task,worker,label\n1,w1,a|b\n2,w1,\n")
+    assert load_recorded(ws, RecordedAnnotator(name="crowd", kind="recorded", file=table))["votes"] == 2

@@ -1,4 +1,5 @@
-"""The `recorded` annotator: votes replayed from a `task,worker,label` table (historical crowd data).
+"""The `recorded` annotator: votes replayed from a `task,worker,label` table (historical crowd data), or from
+Label Studio tasks' `predictions` (each model version a worker).
 
 Each worker becomes an annotator named `<name>/<worker>`; votes for items not in the project
 are counted and left out."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from labeler.config import RecordedAnnotator
-from labeler.data.readers import read_columns
+from labeler.data.readers import read_vote_table
 from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.engine import insert_new
@@ -25,11 +26,12 @@ def load_recorded(ws: Workspace, config: RecordedAnnotator) -> dict[str, int]:
             for a in s.scalars(select(models.Annotator).where(models.Annotator.project_id == ws.project_id, models.Annotator.kind == "recorded"))
         }
         votes, unknown_items = [], 0
-        for line, (task, worker, label) in read_columns(path, ("task", "worker", "label")):
+        for line, task, worker, label in read_vote_table(path):
             try:
                 label = ws.task.canonical(label)
             except ValueError as exc:
-                raise LabelerError(f"{path}: line {line}: {exc}") from None
+                where = "task" if path.suffix.lower() == ".json" else "line"
+                raise LabelerError(f"{path}: {where} {line}: {exc}") from None
             if task not in items:
                 unknown_items += 1
                 continue

@@ -177,7 +177,7 @@ def _report_import(report: importing.ImportReport, as_json: bool) -> None:
     else:
         shown = report.errors[:SHOWN_ERRORS]
         for error in shown:
-            err.print(f"[red]{report.file}: {error}[/]", highlight=False, soft_wrap=True)
+            err.print(f"[red]{report.where(error)}[/]", highlight=False, soft_wrap=True)
         if report.bad_rows > len(shown):
             err.print(f"... and {report.bad_rows - len(shown)} more bad rows (--json lists {len(report.errors)})")
         if report.committed:

@@ -57,10 +57,18 @@ class ImportReport:
     errors: list[RowError] = field(default_factory=list)
     committed: bool = False
 
+    @property
+    def unit(self) -> str:
+        """What an error's number counts: lines of CSV and JSONL, tasks of Label Studio JSON, Parquet rows."""
+        return {".json": "task", ".parquet": "row"}.get(Path(self.file).suffix.lower(), "line")
+
+    def where(self, error: RowError) -> str:
+        return f"{self.file}: {self.unit} {error.line}: {error.message}"
+
     def as_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "errors"}
         data["errors"] = [{"line": e.line, "message": e.message} for e in self.errors]
-        return data
+        return data | {"unit": self.unit}
 
 
 def _blob(fields: dict[str, Any]) -> str:
@@ -247,6 +255,9 @@ def _parse_row(line, raw, *, gold, task, declared, default_split, max_chars=None
     if not external_id:
         return RowError(line, "missing item id (an `id` or `task` column)")
     label = split = None
+    if gold and "__no_gold__" in raw:
+        return RowError(line, f"item {external_id!r}: no gold in this row ({raw['__no_gold__']})")
+    raw.pop("__no_gold__", None)
     if gold:
         # the task's own column first (a label set's `labels`, `spans`); a Label Studio choice comes as `labels`
         column = next((c for c in (task.key, "labels", "label") if c in raw), "label")

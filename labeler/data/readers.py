@@ -142,7 +142,30 @@ def _read_jsonl(path: Path, progress: Progress | None) -> Iterator[tuple[int, di
             if not isinstance(row, dict):
                 yield line_no, {"__error__": "expected a JSON object"}
                 continue
-            yield line_no, row
+            yield line_no, from_prodigy(row) if "_input_hash" in row else row
+
+
+PRODIGY_KEYS = ("_input_hash", "_task_hash", "_session_id", "_view_id", "_timestamp", "_annotator_id", "answer",
+                "accept", "options", "meta", "tokens", "_is_binary", "config")
+
+
+def from_prodigy(row: dict[str, Any]) -> dict[str, Any]:
+    """A Prodigy annotation (it has `_input_hash`) as a row of ours: the id from `meta.id`, else `id`, else its
+    input hash; an accepted answer gives the gold (`accept`: the chosen options, as labels; `spans`; a
+    binary `label`); a rejected or ignored one gives none (`__no_gold__` says why)."""
+    meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
+    out = {k: v for k, v in row.items() if k not in PRODIGY_KEYS and k not in ("label", "spans")}
+    out["id"] = meta.get("id", row.get("id", row["_input_hash"]))
+    answer = row.get("answer", "accept")
+    if answer != "accept":
+        return out | {"__no_gold__": f"Prodigy answer {answer!r}"}
+    if isinstance(row.get("accept"), list):  # choice interface: the options chosen
+        out["labels"] = "|".join(str(c) for c in row["accept"])
+    elif isinstance(row.get("spans"), list):
+        out["spans"] = [{k: s.get(k) for k in ("start", "end", "label")} for s in row["spans"] if isinstance(s, dict)]
+    elif "label" in row:
+        out["label"] = row["label"]
+    return out
 
 
 def _read_label_studio(path: Path, progress: Progress | None) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -150,16 +173,7 @@ def _read_label_studio(path: Path, progress: Progress | None) -> Iterator[tuple[
     task's), and its first annotation that was not cancelled gives the gold: the choices of its first
     `choices` result, as `labels` joined by `|` (one choice: a label). Numbered by task, from 1. The file
     is read whole: Label Studio writes it as one array."""
-    try:
-        tasks = json.loads(path.read_text(encoding="utf-8-sig"), parse_constant=_no_constant, parse_float=_finite)
-    except UnicodeDecodeError as exc:
-        raise LabelerError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
-        raise LabelerError(f"{path}: not Label Studio tasks: {getattr(exc, 'msg', exc)}") from None
-    if isinstance(tasks, dict):
-        tasks = [tasks]
-    if not isinstance(tasks, list):
-        raise LabelerError(f"{path}: expected a list of Label Studio tasks")
+    tasks = _label_studio_tasks(path)
     if progress:
         progress(path.stat().st_size)
     for number, task in enumerate(tasks, start=1):
@@ -172,6 +186,43 @@ def _read_label_studio(path: Path, progress: Progress | None) -> Iterator[tuple[
         if answer is not None:
             row.update(answer)
         yield number, row
+
+
+def _label_studio_tasks(path: Path) -> list:
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8-sig"), parse_constant=_no_constant, parse_float=_finite)
+    except UnicodeDecodeError as exc:
+        raise LabelerError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise LabelerError(f"{path}: not Label Studio tasks: {getattr(exc, 'msg', exc)}") from None
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list):
+        raise LabelerError(f"{path}: expected a list of Label Studio tasks")
+    return tasks
+
+
+def read_vote_table(path: Path) -> Iterator[tuple[int, str, str, Any]]:
+    """(line, task, worker, answer) of recorded votes: a `task,worker,label` table (CSV, JSONL; an empty label
+    is the empty set of a label set), or Label Studio tasks whose `predictions` are the votes, each model
+    version a worker (numbered by task)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        for number, task in enumerate(_label_studio_tasks(path), start=1):
+            if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
+                raise LabelerError(f"{path}: task {number}: expected an object with `data` (a Label Studio task)")
+            item = task["data"].get("id", task.get("id"))
+            for prediction in task.get("predictions") or []:
+                answer = _annotated([prediction]) if isinstance(prediction, dict) else None
+                if answer is not None and item is not None:
+                    worker = str(prediction.get("model_version") or "prediction")
+                    yield number, str(item), worker, next(iter(answer.values()))
+        return
+    for line, row in read_rows(path):
+        task, worker = (str(row.get(k) or "").strip() for k in ("task", "worker"))
+        if "__error__" in row or not task or not worker or row.get("label") is None:
+            raise LabelerError(f"{path}: line {line}: expected task, worker and label")
+        yield line, task, worker, row["label"]
 
 
 def _annotated(annotations: list) -> dict | None:
