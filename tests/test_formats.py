@@ -199,3 +199,25 @@ def test_a_crowd_table_of_label_sets_may_give_the_empty_set(tmp_path):
     import_items(ws, write_file(tmp_path / "items.csv", "id,text\n1,x\n2,y\n"))
     table = write_file(tmp_path / "crowd.csv", "task,worker,label\n1,w1,a|b\n2,w1,\n")
     assert load_recorded(ws, RecordedAnnotator(name="crowd", kind="recorded", file=table))["votes"] == 2
+
+
+def test_hugging_face_datasets_loads_our_parquet_and_its_own_comes_in(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # local files only: nothing may be fetched
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    yaml_text = YAML.format(name="m").replace("labels: {positive: liked, negative: did not}",
+                                              "task: multi_label\nlabels: {a: one, b: two}")
+    ws = project(tmp_path, "m", yaml_text)
+    import_items(ws, write_file(tmp_path / "items.csv", "id,text\nx,hello\ny,there\n"))
+    import_gold(ws, write_file(tmp_path / "gold.csv", "id,labels\nx,b|a\ny,\n"))
+    export_to_path(ws, tmp_path / "labels.parquet")
+    loaded = datasets.load_dataset("parquet", data_files=str(tmp_path / "labels.parquet"), split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    assert loaded.num_rows == 2 and loaded[0]["gold"] == ["a", "b"] and loaded[1]["gold"] == []
+    # ...and a dataset written by datasets itself imports as items and gold
+    datasets.Dataset.from_dict({"id": ["p", "q"], "text": ["one", "two"], "labels": [["a"], ["a", "b"]]}) \
+        .to_parquet(str(tmp_path / "hf.parquet"))
+    other = project(tmp_path, "n", yaml_text.replace("name: m", "name: n"))
+    assert import_items(other, tmp_path / "hf.parquet").items_added == 2
+    assert import_gold(other, tmp_path / "hf.parquet").gold_added == 2
