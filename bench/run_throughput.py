@@ -3,8 +3,9 @@
     python bench/run_throughput.py [--items 3000] [--latency 0.1] [--concurrency 64]
 
 Prints: the bound (concurrency / latency), a bare asyncio loop of litellm.acompletion at the
-same concurrency, `labeler run` (prompt building, parsing, cache and vote writes included),
-their ratio, and the number of calls a rerun makes (must be 0).
+same concurrency, `labeler run` in this process (prompt building, parsing, cache and vote writes
+included), the same as a command in its own process on a fresh project (its start included:
+Python, litellm's import, the store), their ratios, and the number of calls a rerun makes (must be 0).
 """
 
 from __future__ import annotations
@@ -59,20 +60,26 @@ def main() -> None:
         server.wait()
 
 
+def project(root: Path, base_url: str, args) -> None:
+    root.mkdir()
+    (root / "labeler.yaml").write_text(
+        "name: bench\nlabels: {positive: p, negative: n}\nfields: [text]\nannotators:\n"
+        f"  - {{name: gpt, kind: llm, model: openai/ok, api_base: '{base_url}', "
+        f"max_concurrency: {args.concurrency}}}\n"
+    )
+    (root / "guidelines.md").write_text("# Bench\n\n## positive\np\n\n## negative\nn\n")
+    items = root / "items.csv"
+    items.write_text("id,text\n" + "".join(f"i{n},item {n} is {'positive' if n % 2 else 'negative'}\n" for n in range(args.items)))
+    ws = open_workspace(root)
+    import_items(ws, items)
+    ws.engine.dispose()
+
+
 def measure(args, base_url: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench"
-        root.mkdir()
-        (root / "labeler.yaml").write_text(
-            "name: bench\nlabels: {positive: p, negative: n}\nfields: [text]\nannotators:\n"
-            f"  - {{name: gpt, kind: llm, model: openai/ok, api_base: '{base_url}', "
-            f"max_concurrency: {args.concurrency}}}\n"
-        )
-        (root / "guidelines.md").write_text("# Bench\n\n## positive\np\n\n## negative\nn\n")
-        items = root / "items.csv"
-        items.write_text("id,text\n" + "".join(f"i{n},item {n} is {'positive' if n % 2 else 'negative'}\n" for n in range(args.items)))
+        project(root, base_url, args)
         ws = open_workspace(root)
-        import_items(ws, items)
         bare = asyncio.run(bare_litellm(base_url, args.items, args.concurrency))
         askers, _ = build_askers(ws)
         started = time.perf_counter()
@@ -81,12 +88,20 @@ def measure(args, base_url: str) -> None:
         calls = report["annotators"][0]["voted"] + report["annotators"][0]["failed"]
         rerun = run_project(ws, build_askers(ws)[0])
         rerun_calls = rerun["annotators"][0]["asked"]
+        cli_root = Path(tmp) / "cli"
+        project(cli_root, base_url, args)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "labeler.cli", "run", "-p", str(cli_root), "--json"], check=True,
+                       capture_output=True)
+        cli = args.items / (time.perf_counter() - started)
     bound = args.concurrency / args.latency
     print(f"items {args.items}, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
     print(f"bound (concurrency / latency):   {bound:8.1f} calls/s")
     print(f"bare litellm.acompletion loop:   {bare:8.1f} calls/s")
     print(f"labeler run:                     {ours:8.1f} calls/s  ({calls} calls)")
     print(f"labeler run / bare litellm:      {ours / bare:8.1%}")
+    print(f"labeler run as a command:        {cli:8.1f} calls/s  (its start included)")
+    print(f"... / bare litellm:              {cli / bare:8.1%}")
     print(f"rerun calls:                     {rerun_calls:8d}")
 
 

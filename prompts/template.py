@@ -203,13 +203,15 @@ class CompiledPrompt:
         return " ".join(str(fields.get(name, "")) for name in self.spec.fields)
 
     def shots_for(self, fields: dict[str, Any]) -> list[dict[str, Any]]:
+        return [self.spec.examples[i] for i in self._shot_indices(fields)]
+
+    def _shot_indices(self, fields: dict[str, Any]) -> tuple[int, ...]:
         examples, k = self.spec.examples, self.spec.shots
         if self.spec.selection != "tfidf" or len(examples) <= k:
-            return examples[:k]
+            return tuple(range(min(k, len(examples))))
         vectorizer, matrix = self._nearest
         scores = (matrix @ vectorizer.transform([self._text(fields)]).T).toarray().ravel()
-        best = sorted(range(len(examples)), key=lambda i: (-scores[i], i))[:k]
-        return [examples[i] for i in sorted(best)]
+        return tuple(sorted(sorted(range(len(examples)), key=lambda i: (-scores[i], i))[:k]))
 
     @property
     def steps(self) -> int:
@@ -230,13 +232,23 @@ class CompiledPrompt:
         """The messages for an item; `previous`: the answers of the earlier steps (see `steps`)."""
         if self.spec.template == COMPLETION:
             return [{"role": "user", "content": self._completion(fields, previous)}]
-        shots = []
-        for example in self.shots_for(fields):
-            shots += [("human", fence(example["fields"], self.spec.fields)), ("ai", self._answer_of(example["label"], self._text(example["fields"])))]
-        value = self._template.format_messages(
-            system=self.spec.system, shots=shots, item=fence(fields, self.spec.fields)
-        )
-        return convert_to_openai_messages(value)
+        return self._prefix(self._shot_indices(fields)) + [{"role": "user", "content": fence(fields, self.spec.fields)}]
+
+    def _prefix(self, shots: tuple[int, ...]) -> list[dict[str, str]]:
+        """The system message and the few-shot turns, the same for every item given the same shots: rendered
+        by the template once per set of shots (a run renders one for `selection: fixed`), not once per call."""
+        cache = self.__dict__.setdefault("_prefixes", {})
+        if shots not in cache:
+            turns = []
+            for example in (self.spec.examples[i] for i in shots):
+                turns += [("human", fence(example["fields"], self.spec.fields)),
+                          ("ai", self._answer_of(example["label"], self._text(example["fields"])))]
+            rendered = convert_to_openai_messages(self._template.format_messages(system=self.spec.system, shots=turns,
+                                                                                 item="{item}"))
+            if len(cache) >= 4096:  # tfidf selection over many examples: a bounded memo
+                cache.clear()
+            cache[shots] = rendered[:-1]
+        return list(cache[shots])
 
     def _answer_of(self, label: str, example_text: str = "") -> str:
         """An example's answer as the model should give it: the label, or a set or spans as JSON."""

@@ -346,6 +346,16 @@ def test_the_classifier_picks_its_features_by_cross_validation_and_keeps_embeddi
     assert again.version == chosen.version and not calls
     plain = ClassifierAsker(config.model_copy(update={"features": "tfidf"}), annotator, ws)
     assert plain.version.startswith("tfidf-lr:") and plain.choice == {"features": "tfidf"}
+    # Decided on a sample: with the sample smaller than the labels, only the sample is embedded for the choice
+    from labeler.annotators import classifier
+
+    monkeypatch.setattr(classifier, "AUTO_SAMPLE", 40)
+    embedded = []
+    real = classifier.Embeddings.__call__
+    monkeypatch.setattr(classifier.Embeddings, "__call__", lambda self, texts: embedded.append(len(texts)) or real(self, texts))
+    sampled = ClassifierAsker(config, annotator, ws)
+    assert sampled.choice["decided_on"] == 40 and embedded[0] == 40
+    assert len(embedded) == 1 or sampled.features == "embeddings"  # the rest embedded only if embeddings won
 
 
 def test_a_budget_stops_new_questions_and_dry_run_counts_before_spending(tmp_path, server):

@@ -4,7 +4,8 @@ Its features (`features` in the project file): `tfidf` (words and character n-gr
 `embeddings` (the embedded model's mean-pooled hidden states, a linear probe: it beats TF-IDF
 by a wide margin at a few hundred labels where meaning matters more than words,
 bench/classifier.py), or `auto`: whichever predicts the training labels better in 5-fold
-cross-validation (embeddings only where the `local` extra is installed).
+cross-validation on a sample of at most 300 of them (embeddings only where the `local` extra is
+installed), so a project where TF-IDF wins never embeds the rest.
 
 Its version is a fingerprint of its features and training labels: once `retrain_every` new
 labels have arrived it is retrained, which makes a new version and new votes. Items it was
@@ -29,6 +30,7 @@ from labeler.store.engine import insert_new
 from labeler.store.workspace import Workspace
 
 FOLDS = 5
+AUTO_SAMPLE = 300  # `features: auto` compares TF-IDF and embeddings on this many training labels at most
 
 
 @dataclass
@@ -218,11 +220,12 @@ class ClassifierAsker:
             labels = self._targets(self.train.labels)
             texts = np.array(self.train.texts, dtype=object)
             wrap = one_vs_rest if self.sets else (lambda make: make)
-            if self.features == "auto":
-                scores = {"tfidf": cv_accuracy(wrap(_pipeline), texts, labels),
-                          "embeddings": cv_accuracy(wrap(_probe), self.embeddings(self.train.texts), labels)}
+            if self.features == "auto":  # decided on a sample: only the winner's features are computed for all
+                sample = np.random.default_rng(0).permutation(len(texts))[:AUTO_SAMPLE]
+                scores = {"tfidf": cv_accuracy(wrap(_pipeline), texts[sample], labels[sample]),
+                          "embeddings": cv_accuracy(wrap(_probe), self.embeddings(list(texts[sample])), labels[sample])}
                 self.features = "embeddings" if scores["embeddings"] > scores["tfidf"] else "tfidf"
-                self.choice = {"cv_accuracy": {k: round(v, 4) for k, v in scores.items()}}
+                self.choice = {"cv_accuracy": {k: round(v, 4) for k, v in scores.items()}, "decided_on": len(sample)}
             self.make = wrap(_pipeline if self.features == "tfidf" else _probe)
             x = self._x(self.train.texts)
             self.model = self.make().fit(x, labels)
