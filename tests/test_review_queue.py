@@ -239,3 +239,17 @@ def test_client_ids_are_one_users_per_item_so_another_project_reusing_one_is_rec
     again = lease_next(b, sam_b, overlap=1)  # the same client id on another item of B: its own submission
     assert submit(b, sam_b, again.item_id, label="positive", client_id="same-id", overlap=1)["status"] == "recorded"
     b.engine.dispose()
+
+
+def test_progress_counts_a_reviewers_answers_and_the_waiting_items_at_most_every_few_seconds(ws, tmp_path, monkeypatch):
+    from review_ui import queue
+
+    needing_review(ws, tmp_path, 5)
+    ann = user(ws, "ann")
+    assert queue.progress(ws, ann) == {"answered": 0, "waiting": 5}
+    submit(ws, ann, lease_next(ws, ann).item_id, label="positive", client_id="c1")
+    bob = user(ws, "bob")
+    submit(ws, bob, lease_next(ws, bob).item_id, label="positive", client_id="c2")  # two items settled
+    assert queue.progress(ws, ann) == {"answered": 1, "waiting": 5}  # the count of waiting items is a moment old
+    monkeypatch.setattr(queue, "WAITING_SECONDS", 0.0)
+    assert queue.progress(ws, ann) == {"answered": 1, "waiting": 3}
