@@ -2,7 +2,8 @@
 
     python bench/review_latency.py [--items 100000] [--reviewers 4] [--answers 150] [--overlap 2] [--store URL]
 
-Fills a store (SQLite in a temporary folder unless --store gives a PostgreSQL URL) with `--items`
+Fills a store (SQLite in a temporary folder, or with --store URL a new database on that PostgreSQL
+server) with `--items`
 items waiting for review, starts `labeler serve` in its own process, and has `--reviewers` threads
 work the queue over HTTP with API tokens. A submit's response carries the next item, so
 "submit+next" is the whole cost of one answer as a reviewer feels it.
@@ -70,6 +71,24 @@ def work(base: str, token: str, answers: int, nexts: list, submits: list) -> Non
             item = response.json()["item"]
 
 
+def fresh_database(server_url: str) -> str:
+    """A new database on the PostgreSQL server `server_url` names (left for a look afterwards; its name is printed)."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    from labeler.store.engine import normalise_url
+
+    admin_url = make_url(normalise_url(server_url))
+    name = f"labeler_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    print(f"PostgreSQL database {name} (drop it when done)")
+    return admin_url.set(database=name).render_as_string(hide_password=False)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
@@ -86,7 +105,7 @@ def main() -> None:
         yaml_text = PROJECT_YAML.format(name="bench").replace(
             "  target_accuracy: 0.9\n", f"  target_accuracy: 0.9\n  review_overlap: {args.overlap}\n")
         root = write_project(Path(tmp) / "proj", yaml_text=yaml_text)
-        url = args.store or f"sqlite:///{Path(tmp) / 'store.db'}"
+        url = fresh_database(args.store) if args.store else f"sqlite:///{Path(tmp) / 'store.db'}"
         tokens = fill(root, url, args.items)
         with serve(root, url) as base:
             nexts: list[float] = []
