@@ -49,11 +49,27 @@ class LLMAnnotator(_AnnotatorBase):
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=50)
     logprobs: bool = True  # ask for token logprobs where the provider gives them
+    # Ask this many answers per item at `temperature` and take their shares as the probabilities: a
+    # confidence for models that give no logprobs (each sample a call, cached and paid like any other).
+    samples: int = Field(default=1, ge=1, le=32)
     # Divide answers by the model's leaning on content-free items (base models; `local` always does).
     debias: bool = False
     cost_per_1k_tokens: float | None = Field(default=None, ge=0)
     # Servers of this one model (`model` then names the model they serve, for the cache and reports).
     deployments: list[Deployment] = Field(default_factory=list)
+
+
+    @model_validator(mode="after")
+    def _samples_vary(self) -> "LLMAnnotator":
+        if self.samples > 1 and "temperature" not in self.model_fields_set:
+            self.temperature = SAMPLING_TEMPERATURE
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(f"annotator {self.name}: samples: {self.samples} at temperature 0 are one answer "
+                             f"{self.samples} times; set a temperature (default with samples: {SAMPLING_TEMPERATURE})")
+        return self
+
+
+SAMPLING_TEMPERATURE = 0.7
 
 
 class LocalAnnotator(_AnnotatorBase):

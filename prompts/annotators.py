@@ -44,6 +44,8 @@ def build_asker(ws: Workspace, config, annotator_id: int, prompt: str | None = N
                                "cannot quote them reliably); use `kind: model` (a span tagger) or a chat model")
         config, template = local_config(config), COMPLETION
     if isinstance(config, LLMAnnotator):
+        if config.samples > 1 and ws.config.task == "spans":
+            raise LabelerError(f"annotator {config.name}: samples are read as shares of labels; spans take one answer")
         task = resolve(ws, prompt or config.prompt, template)
         if not task.spec.examples and config.model.startswith("local/"):
             raise LabelerError(f"annotator {config.name}: the local model needs few-shot examples "

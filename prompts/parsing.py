@@ -255,3 +255,25 @@ def spans_answer(text: str, stored: str, labels: list[str]) -> list[dict]:
             span["occurrence"] = n
         out.append(span)
     return out
+
+
+# --- several sampled answers ---------------------------------------------------------------
+
+
+def from_samples(parsed: list[Parsed], labels: list[str], sets: bool = False) -> Parsed:
+    """A vote from answers sampled at a temperature: each label's share of the answers that gave one (for
+    label sets, the share of answers whose set holds it) is its probability; the vote is the most given
+    label (ties: the first sampled), or the labels of at least half the sets. All abstaining: an abstention.
+
+    >>> from_samples([Parsed("a"), Parsed("b"), Parsed("a"), Parsed(None, abstain_reason="unsure")], ["a", "b"])
+    Parsed(label='a', probs={'a': 0.666667, 'b': 0.333333}, abstain_reason=None, dropped=())
+    """
+    answered = [p.label for p in parsed if p.label is not None]
+    if not answered:
+        return Parsed(None, abstain_reason=parsed[0].abstain_reason if parsed else "unparsable")
+    if sets:
+        share = {label: sum(label in (a.split("|") if a else []) for a in answered) / len(answered) for label in labels}
+        probs = {label: round(p, 6) for label, p in share.items()}
+        return Parsed("|".join(label for label in labels if share[label] >= 0.5), probs=probs)
+    probs = {label: round(answered.count(label) / len(answered), 6) for label in labels}
+    return Parsed(max(answered, key=lambda label: (answered.count(label), -answered.index(label))), probs=probs)

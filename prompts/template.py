@@ -32,6 +32,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from prompts.guideline import parse_guideline
 from prompts.parsing import (
     Parsed,
+    from_samples,
     mean_leaning,
     parse_answer,
     parse_label_set,
@@ -303,6 +304,10 @@ class CompiledPrompt:
     def step_answer(self, text: str | None, top_logprobs: list[dict] | None) -> str:
         """What an earlier step answered, as the next step's prompt shows it."""
         return YES if yes_probability(text, top_logprobs) >= 0.5 else NO
+
+    def read_samples(self, parsed: list[Parsed]) -> Parsed:
+        """One vote from several sampled answers: their shares as probabilities (prompts.parsing.from_samples)."""
+        return from_samples(parsed, self.spec.labels, self.spec.sets)
 
     def read(self, answers: list[tuple[str | None, list[dict] | None]], leaning: dict | None = None,
              fields: dict[str, Any] | None = None) -> Parsed:

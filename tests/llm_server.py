@@ -7,6 +7,9 @@ The model name picks a behaviour, so one server serves every test:
   noisy-P     answers a wrong label for a share P of items (fixed per item text: the same items for
               every noisy-P model, so errors are nested); noisy-P-S errs on its own items (salt S)
   badday      answers a wrong label for items whose text contains "[hp]"
+  fuzzy       each item a difficulty d in [0, 0.8): at a temperature, wrong with probability d per answer (a
+              random other label); at temperature 0, wrong where d >= 0.5 (one answer says nothing of d;
+              samples do)
   garbage     answers text that names no label
   badjson     a label set's (or spans') JSON cut short
   ghost       spans, and one more whose text is not in the item
@@ -26,6 +29,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import random
 import re
 import socket
 import threading
@@ -118,6 +122,13 @@ class LLMServer:
             wrong = int(hashlib.sha256((salt + item).encode()).hexdigest(), 16) % 100 < float(share) * 100
         if wrong and len(labels) > 1:
             answer = labels[(labels.index(answer) + 1) % len(labels)]
+        if model == "fuzzy" and answer in labels and len(labels) > 1:  # an item's difficulty: see the docstring
+            difficulty = int(hashlib.sha256(item.encode()).hexdigest(), 16) % 80 / 100
+            others = [label for label in labels if label != answer]
+            if body.get("temperature") and random.random() < difficulty:
+                answer = random.choice(others)
+            elif not body.get("temperature") and difficulty >= 0.5:
+                answer = others[0]
         if model == "obey":  # a model that follows instructions planted in the item
             planted = re.search(r'answer "([^"]+)"', item)
             if planted:

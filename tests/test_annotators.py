@@ -424,3 +424,32 @@ def test_embedding_many_texts_reports_its_progress(tmp_path, monkeypatch):
     vectors = Embeddings(ws)(texts)
     assert vectors.shape[0] == len(texts) and seen and seen[-1] == len(texts) and seen == sorted(seen)
     ws.engine.dispose()
+
+
+def test_samples_give_a_model_without_logprobs_a_confidence_that_tracks_its_errors(tmp_path, server):
+    from sklearn.metrics import roc_auc_score
+
+    from labeler.config import LLMAnnotator
+    from routing.flow import estimate
+
+    ws = project(tmp_path, server, llm("one", "fuzzy", logprobs="false", cost_per_1k_tokens=1.0)
+                 + llm("five", "fuzzy", logprobs="false", samples=5, temperature=1.0, cost_per_1k_tokens=1.0),
+                 n_items=90)
+    askers, _ = build_askers(ws)
+    assert [r["calls"] for r in estimate(ws, askers)["annotators"]] == [90, 450]  # five calls an item, priced
+    before = server.by_model.get("fuzzy", 0)
+    run(ws)
+    assert server.by_model["fuzzy"] - before == 90 + 5 * 90
+    sampled = {ext: (label, probs, cost, raw) for ext, label, probs, _, raw, cost, name in votes(ws, "five")}
+    assert all(set(p) == set(LABELS) and all(round(v * 5, 6) % 1 == 0 for v in p.values()) for _, p, _, _ in sampled.values())
+    assert all(abs(c - 5 * 101 / 1000) < 1e-9 for _, _, c, _ in sampled.values()) and "sample 5:" in next(iter(sampled.values()))[3]
+    right = [label == LABELS[int(ext[1:]) % 3] for ext, (label, _, _, _) in sampled.items()]
+    sure = [max(p.values()) for _, p, _, _ in sampled.values()]
+    assert roc_auc_score(right, sure) > 0.6  # the shares separate right from wrong; one answer has no confidence at all
+    assert all(p is None for _, _, p, *_ in votes(ws, "one"))
+    again = server.by_model["fuzzy"]
+    run(ws)
+    assert server.by_model["fuzzy"] == again  # cached: a rerun pays for no sample again
+    with pytest.raises(ValueError, match="temperature 0"):
+        LLMAnnotator(name="x", kind="llm", model="m", samples=3, temperature=0)
+    assert LLMAnnotator(name="x", kind="llm", model="m", samples=3).temperature == 0.7

@@ -39,6 +39,8 @@ class PromptTask(Protocol):
 
     def read(self, answers: list[tuple], leaning: dict | None = None): ...
 
+    def read_samples(self, parsed: list) -> Any: ...
+
     def context_items(self) -> list[dict[str, Any]]: ...
 
     def leaning(self, answers: list[dict | None]) -> dict[str, float] | None: ...
@@ -151,7 +153,8 @@ class LLMAsker:
 
     def cache_key(self, item: ItemRef) -> str:
         # The key, like everything stored, never includes the API key.
-        blob = json.dumps([self.config.model, self.version, item.content_hash, self.params], sort_keys=True)
+        samples = [self.config.samples] if self.config.samples > 1 else []  # one answer: keys as before
+        blob = json.dumps([self.config.model, self.version, item.content_hash, self.params, *samples], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def prefetch(self, items: list[ItemRef]) -> None:
@@ -216,10 +219,11 @@ class LLMAsker:
         self.prefetch(items)
         fresh = [item for item in items if self.cache_key(item) not in self._hits]
         lm = litellm()
-        counted = [lm.token_counter(model=self.config.model, messages=self.task.messages(item.fields)) * self.task.steps
+        calls = self.task.steps * self.config.samples  # per item
+        counted = [lm.token_counter(model=self.config.model, messages=self.task.messages(item.fields)) * calls
                    for item in fresh[:sample]]
         prompt = round(sum(counted) / len(counted) * len(fresh)) if counted else 0
-        completion = self.params["max_tokens"] * len(fresh) * self.task.steps  # at most
+        completion = self.params["max_tokens"] * len(fresh) * calls  # at most
         if self.config.cost_per_1k_tokens is not None:
             cost = self.config.cost_per_1k_tokens * (prompt + completion) / 1000
         else:
@@ -227,7 +231,7 @@ class LLMAsker:
                 cost = sum(lm.cost_per_token(model=self.config.model, prompt_tokens=prompt, completion_tokens=completion))
             except Exception:  # a model litellm has no price for
                 cost = None
-        return {"annotator": self.name, "calls": len(fresh), "cached": len(items) - len(fresh),
+        return {"annotator": self.name, "calls": len(fresh) * self.config.samples, "cached": len(items) - len(fresh),
                 "tokens": prompt + completion, "cost": round(cost, 6) if cost is not None else None}
 
     async def leaning(self) -> dict[str, float] | None:
@@ -244,6 +248,13 @@ class LLMAsker:
             choice = ((await self._call(self.task.messages(fields))).get("choices") or [{}])[0]
             answers.append(self.task.parse((choice.get("message") or {}).get("content"), top_logprobs_of(choice)).probs)
         return self.task.leaning(answers)
+
+    async def _sampled(self, fields: dict[str, Any]) -> dict:
+        """`samples` answers to the same messages (at a temperature): one response holding every sample's choice."""
+        messages = self.task.messages(fields)
+        answers = await asyncio.gather(*(self._call(messages) for _ in range(self.config.samples)))
+        return {"choices": [(a.get("choices") or [{}])[0] for a in answers], "_cost": sum(a.get("_cost", 0.0) for a in answers),
+                "_samples": True}
 
     async def _steps(self, fields: dict[str, Any]) -> dict:
         """An item asked in several calls, each continuing the last: one response holding every step's choice."""
@@ -262,12 +273,18 @@ class LLMAsker:
         fresh = data is None
         started = time.perf_counter()
         if fresh:
-            data = await (self._steps(item.fields) if self.task.steps > 1 else self._call(self.task.messages(item.fields)))
-        choices = (data.get("choices") or [{}])[: self.task.steps]
-        texts = [(c.get("message") or {}).get("content") for c in choices]
-        parsed = self.task.read([(t, top_logprobs_of(c)) for t, c in zip(texts, choices)], await self.leaning(),
-                                item.fields)
-        text = texts[0] if len(texts) == 1 else "\n".join(f"{label}: {t}" for label, t in zip(self.task.spec.labels, texts))
+            data = await (self._steps(item.fields) if self.task.steps > 1 else
+                          self._sampled(item.fields) if self.config.samples > 1 else self._call(self.task.messages(item.fields)))
+        if data.get("_samples"):
+            texts = [(c.get("message") or {}).get("content") for c in data["choices"]]
+            parsed = self.task.read_samples([self.task.read([(t, None)], None, item.fields) for t in texts])
+            text = "\n".join(f"sample {k + 1}: {t}" for k, t in enumerate(texts))
+        else:
+            choices = (data.get("choices") or [{}])[: self.task.steps]
+            texts = [(c.get("message") or {}).get("content") for c in choices]
+            parsed = self.task.read([(t, top_logprobs_of(c)) for t, c in zip(texts, choices)], await self.leaning(),
+                                    item.fields)
+            text = texts[0] if len(texts) == 1 else "\n".join(f"{label}: {t}" for label, t in zip(self.task.spec.labels, texts))
         return Answer(
             label=parsed.label, probs=parsed.probs, abstain_reason=parsed.abstain_reason, raw=text,
             cost=data.get("_cost", 0.0) if fresh else 0.0,
