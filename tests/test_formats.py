@@ -106,6 +106,11 @@ def test_fields_named_by_path_are_read_from_nested_jsonl(tmp_path):
 
     row = _jsonl(ws, tmp_path)[0]
     assert row["fields"]["data.text"] == "deep" and item_text(row["fields"], ["data.text"]) == "deep"
+    # an Argilla-style record with the field one level down, the project not saying so: the path to declare
+    plain = project(tmp_path, "q")
+    argilla = write_file(tmp_path / "argilla.jsonl", '{"id": "r1", "fields": {"text": "hello"}, "responses": {}}\n')
+    report = import_items(plain, argilla, skip_bad=True)
+    assert report.errors[0].message == "item 'r1': missing field(s) text (found nested: declare `fields: [fields.text]` in labeler.yaml)"
 
 
 def test_parquet_goes_out_and_comes_back_as_the_same_items(tmp_path):

@@ -281,12 +281,19 @@ def _parse_row(line, raw, *, gold, task, declared, default_split, max_chars=None
         return _Row(line, external_id, None, label, split)
     missing = [f for f in declared if f not in fields or fields[f] is None]
     if missing:
-        return RowError(line, f"item {external_id!r}: missing field(s) {', '.join(missing)}")
+        return RowError(line, f"item {external_id!r}: missing field(s) {', '.join(missing)}{_nested_hint(fields, missing)}")
     blob = _blob(fields)
     if max_chars is not None and len(blob) > max_chars:
         return RowError(line, f"item {external_id!r}: its fields hold {len(blob):,} characters, over the project's "
                               f"limit of {max_chars:,} (`max_item_chars` in labeler.yaml)")
     return _Row(line, external_id, fields, label, split, hashlib.sha256(blob.encode("utf-8")).hexdigest())
+
+
+def _nested_hint(fields: dict, missing: list[str]) -> str:
+    """Where a missing field is one level down (Label Studio's `data`, Argilla's `fields`): the path to declare."""
+    found = [f"{key}.{name}" for name in missing for key, value in fields.items()
+             if isinstance(value, dict) and name in value]
+    return f" (found nested: declare `fields: [{', '.join(found)}]` in labeler.yaml)" if found else ""
 
 
 def at_path(data: dict, path: str):
