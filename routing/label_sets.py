@@ -40,12 +40,12 @@ CLIP = 9.0  # log-odds of a vote's P(yes) are read within +-CLIP (P(yes) between
 HARD = 2.0  # the log-odds a plain yes (or, negated, a no) is read as, when a vote gives no probabilities
 
 
-def _log_right(z: np.ndarray) -> np.ndarray:
+def log_right(z: np.ndarray) -> np.ndarray:
     """log P(the set is right) from each label's log-odds z (last axis): sum of log sigmoid(|z|)."""
     return -np.logaddexp(0.0, -np.abs(z)).sum(axis=-1)
 
 
-def _log_odds_of(log_p: np.ndarray) -> np.ndarray:
+def log_odds_of(log_p: np.ndarray) -> np.ndarray:
     log_p = np.minimum(log_p, -1e-300)
     return log_p - np.log(-np.expm1(log_p))
 
@@ -63,7 +63,7 @@ class SetPaths(Scored):
     def __post_init__(self):
         self.predicted = ((self.z >= 0) * (1 << np.arange(self.z.shape[2]))).sum(axis=2).astype(np.int64)
         with np.errstate(divide="ignore"):
-            self.score = np.where(self.active, _log_odds_of(_log_right(self.z)), -np.inf)
+            self.score = np.where(self.active, log_odds_of(log_right(self.z)), -np.inf)
 
     def __getitem__(self, rows) -> "SetPaths":
         return SetPaths(self.z[rows], self.active[rows], self.up, self.down)
@@ -80,7 +80,7 @@ class SetPaths(Scored):
         up = np.cumsum(np.broadcast_to(self.up[:, s + 1:], (n, S - s - 1, L)), axis=1)
         down = np.cumsum(np.broadcast_to(self.down[:, s + 1:], (n, S - s - 1, L)), axis=1)
         farthest = np.maximum(z + up, down - z)  # the largest |z| any later votes could give
-        return _log_odds_of(_log_right(farthest)).max(axis=1) < lam
+        return log_odds_of(log_right(farthest)).max(axis=1) < lam
 
 
 @dataclass
@@ -103,9 +103,14 @@ def vote_log_odds(task: MultiLabel, answer: str | None, probs: dict | None, labe
     if answer is None:
         return None
     if probs and label in probs:
-        p = min(max(float(probs[label]), 1e-4), 1 - 1e-4)
-        return float(np.log(p / (1 - p)))
+        return log_odds(probs[label])
     return HARD if label in task.parts(answer) else -HARD
+
+
+def log_odds(p) -> float:
+    """A vote's probability as log-odds, read within +-CLIP."""
+    p = min(max(float(p), 1e-4), 1 - 1e-4)
+    return float(np.log(p / (1 - p)))
 
 
 def fit_evidence(x: np.ndarray, voted: np.ndarray, truth: np.ndarray, counted: np.ndarray | None = None) -> Evidence:

@@ -23,7 +23,17 @@ import numpy as np
 from labeler.store import models
 from labeler.tasks import NOTHING_ELSE, Spans
 from routing.cascade import CascadePolicy
-from routing.label_sets import CLIP, HARD, SET, Evidence, SetPaths, _log_odds_of, _log_right, fit_evidence
+from routing.label_sets import (
+    CLIP,
+    HARD,
+    SET,
+    Evidence,
+    SetPaths,
+    fit_evidence,
+    log_odds,
+    log_odds_of,
+    log_right,
+)
 from routing.project import FOLDS, Certified, fold_of, measure_skills, no_level_reason, unmeasurable
 
 MAX_CANDIDATES = 60  # per item (an answer is a bit mask of them); the most proposed are kept
@@ -41,18 +51,13 @@ class SpanPaths(SetPaths):
     def __post_init__(self):
         super().__post_init__()
         with np.errstate(divide="ignore"):  # the set is right if its candidates are and nothing was missed
-            log_right = _log_right(self.z) - np.logaddexp(0.0, -self.rest)
-            self.score = np.where(self.active, _log_odds_of(log_right), -np.inf)
+            right = log_right(self.z) - np.logaddexp(0.0, -self.rest)
+            self.score = np.where(self.active, log_odds_of(right), -np.inf)
 
     def __getitem__(self, rows) -> "SpanPaths":
         index = np.arange(len(self.z))[rows]
         return SpanPaths(self.z[rows], self.active[rows], self.up[rows], self.down[rows],
                          [self.candidates[i] for i in np.atleast_1d(index)], self.rest[rows])
-
-
-def _log_odds(p) -> float:
-    p = min(max(float(p), 1e-4), 1 - 1e-4)
-    return float(np.log(p / (1 - p)))
 
 
 def _candidates(task: Spans, by_stage: dict) -> list[str]:
@@ -112,8 +117,7 @@ class SpanPolicy(Certified):
         return Spans(self.label_names)
 
     def answer(self, paths: SpanPaths, row: int, s: int) -> str:
-        chosen = [c for c, z in zip(paths.candidates[row], paths.z[row, s]) if z >= 0]
-        return self.task.canonical(chosen and "|".join(chosen) or [])
+        return self.task.canonical("|".join(c for c, z in zip(paths.candidates[row], paths.z[row, s]) if z >= 0))
 
     def label_confidence(self, paths: SpanPaths, row: int, s: int) -> dict[str, float]:
         """P(span) of each candidate proposed by stage s."""
@@ -142,10 +146,10 @@ class SpanPolicy(Certified):
                 if answer is None:
                     continue  # an abstention says nothing of any candidate
                 parts = set(task.parts(answer))
-                rest[r, s] = _log_odds(probs[NOTHING_ELSE]) if probs and NOTHING_ELSE in probs else HARD
+                rest[r, s] = log_odds(probs[NOTHING_ELSE]) if probs and NOTHING_ELSE in probs else HARD
                 for c, key in enumerate(candidates[r]):
                     if probs and key in probs:
-                        x[r, s, c] = _log_odds(probs[key])
+                        x[r, s, c] = log_odds(probs[key])
                     else:
                         x[r, s, c] = HARD if key in parts else -HARD
                     voted[r, s, c] = True
