@@ -16,17 +16,22 @@ from labeler.store.workspace import Workspace
 DONE = ("auto", "confirmed", "gold")
 
 
-def agreement_counts(ws: Workspace) -> np.ndarray:
-    """Items x labels: how many annotators (each one's newest non-abstaining vote) chose each label."""
-    labels = ws.config.label_names
-    index = {label: k for k, label in enumerate(labels)}
+def newest_answers(ws: Workspace) -> dict[tuple[int, int], str]:
+    """(item, annotator) -> the annotator's newest answer on the item (abstentions left out)."""
     Vote, Item = models.Vote, models.Item
     with ws.session() as s:
         rows = s.execute(
             select(Vote.item_id, Vote.annotator_id, Vote.label).join(Item, Item.id == Vote.item_id)
             .where(Item.project_id == ws.project_id, Vote.label.is_not(None)).order_by(Vote.id)
         ).all()
-    newest = {(item, annotator): label for item, annotator, label in rows if label in index}
+    return {(item, annotator): label for item, annotator, label in rows}
+
+
+def agreement_counts(ws: Workspace) -> np.ndarray:
+    """Items x labels: how many annotators (each one's newest non-abstaining vote) chose each label."""
+    labels = ws.config.label_names
+    index = {label: k for k, label in enumerate(labels)}
+    newest = {key: label for key, label in newest_answers(ws).items() if label in index}
     by_item: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(len(labels)))
     for (item, _), label in newest.items():
         by_item[item][index[label]] += 1
@@ -35,14 +40,8 @@ def agreement_counts(ws: Workspace) -> np.ndarray:
 
 def span_agreement(ws: Workspace) -> dict:
     """Pairwise span F1 between annotators (each one's newest answer per item), over the items two or more answered."""
-    Vote, Item = models.Vote, models.Item
-    with ws.session() as s:
-        rows = s.execute(
-            select(Vote.item_id, Vote.annotator_id, Vote.label).join(Item, Item.id == Vote.item_id)
-            .where(Item.project_id == ws.project_id, Vote.label.is_not(None)).order_by(Vote.id)
-        ).all()
     by_item: dict[int, dict] = defaultdict(dict)
-    for item, annotator, label in rows:
+    for (item, annotator), label in newest_answers(ws).items():
         by_item[item][annotator] = set(ws.task.parts(label))
     shared = [answers for answers in by_item.values() if len(answers) >= 2]
     f1 = pairwise_span_f1(shared)

@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labeler.store import models
 from labeler.tasks import MultiLabel
 from routing.cascade import CascadePolicy, Scored
-from routing.project import FOLDS, Certified, fold_of, measure_skills, no_level_reason, unmeasurable
+from routing.project import FOLDS, Certified, calibration_gold, fold_of, measured, no_level_reason
 
 SET = "label set"  # the one "label" a policy on sets calibrates: the whole set
 CLIP = 9.0  # log-odds of a vote's P(yes) are read within +-CLIP (P(yes) between 1e-4 and 1 - 1e-4)
@@ -207,12 +206,9 @@ class SetPolicy(Certified):
 def fit(stages: list, labels: list[str], votes: dict, gold: dict, routing, correct: bool = True) -> SetPolicy:
     """routing.project.fit for label sets (`gold`: item -> (label set, split)). `correct` is for one label's
     per-label corrections, which a yes/no question does not need."""
-    gold = {i: g for i, g in gold.items() if g[1] == models.Split.calibration}
-    calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
+    gold, calib = calibration_gold(gold, votes, len(stages))
     result = SetPolicy(stages, list(labels))
-    measure_skills(result, votes, gold, calib)
-    result.reason = unmeasurable(stages, calib)
-    if result.reason:
+    if not measured(result, votes, gold, calib):
         return result
     task = MultiLabel(labels)
     truth = np.array([[int(label in task.parts(gold[i][0])) for label in labels] for i in calib])

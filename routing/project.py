@@ -209,6 +209,20 @@ def measure_skills(result, votes: dict, gold: dict, calib: list[int]) -> None:
             result.skill_counts[stage.name] = len(voted)
 
 
+def calibration_gold(gold: dict, votes: dict, n_stages: int) -> tuple[dict, list[int]]:
+    """The calibration gold (item -> (answer, split)), and its items every stage voted on, in order."""
+    gold = {i: g for i, g in gold.items() if g[1] == models.Split.calibration}
+    return gold, sorted(i for i in gold if len(votes.get(i, {})) == n_stages)
+
+
+def measured(result, votes: dict, gold: dict, calib: list[int]) -> bool:
+    """Each stage's skill on the calibration gold, and whether there is enough of it to fit on (else the reason
+    why not, in `result.reason`)."""
+    measure_skills(result, votes, gold, calib)
+    result.reason = unmeasurable(result.stages, calib)
+    return result.reason is None
+
+
 def unmeasurable(stages: list, calib: list[int]) -> str | None:
     """Why no policy can be fitted (no annotators, too little voted gold); None when one can."""
     if not stages:
@@ -223,8 +237,7 @@ def fit(stages: list[Stage], labels: list[str], votes: dict, gold: dict, routing
     `gold`: item -> (label, split), routing.store.gold_of; `routing`: the project's routing settings).
     `correct`: False reads votes as they are, without the per-label corrections (bench/local_cascade.py
     measures what they buy)."""
-    gold = {i: g for i, g in gold.items() if g[1] == models.Split.calibration}
-    calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
+    gold, calib = calibration_gold(gold, votes, len(stages))
     result = ProjectPolicy(stages, labels, bands={})
     if correct:
         fit_corrections(result, {i: votes[i] for i in calib}, {i: labels.index(gold[i][0]) for i in calib})
@@ -232,9 +245,7 @@ def fit(stages: list[Stage], labels: list[str], votes: dict, gold: dict, routing
     for s, stage in enumerate(stages):
         top = [max(v[s][1].values()) for v in seen.values() if s in v and v[s][0] is not None and v[s][1]]
         result.bands[stage.name] = list(np.quantile(top, [1 / 3, 2 / 3])) if len(top) >= 30 else []
-    measure_skills(result, votes, gold, calib)
-    result.reason = unmeasurable(stages, calib)
-    if result.reason:
+    if not measured(result, votes, gold, calib):
         return result
     target, confidence, guarantee = routing.target_accuracy, routing.confidence, routing.guarantee
     gold_idx = {i: labels.index(gold[i][0]) for i in calib}

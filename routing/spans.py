@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labeler.store import models
 from labeler.tasks import NOTHING_ELSE, Spans
 from routing.cascade import CascadePolicy
 from routing.label_sets import (
@@ -34,7 +33,7 @@ from routing.label_sets import (
     log_odds_of,
     log_right,
 )
-from routing.project import FOLDS, Certified, fold_of, measure_skills, no_level_reason, unmeasurable
+from routing.project import FOLDS, Certified, calibration_gold, fold_of, measured, no_level_reason
 
 MAX_CANDIDATES = 60  # per item (an answer is a bit mask of them); the most proposed are kept
 ABSENT = -90.0  # the log-odds of a slot no vote has proposed (yet): not in the answer, no weight on the score
@@ -191,12 +190,9 @@ def truth_bits(candidates: list[str], gold: str, task: Spans) -> int:
 
 def fit(stages: list, labels: list[str], votes: dict, gold: dict, routing, correct: bool = True) -> SpanPolicy:
     """routing.project.fit for spans (`gold`: item -> (spans, split)); `correct` is unused, as for label sets."""
-    gold = {i: g for i, g in gold.items() if g[1] == models.Split.calibration}
-    calib = sorted(i for i in gold if len(votes.get(i, {})) == len(stages))
+    gold, calib = calibration_gold(gold, votes, len(stages))
     result = SpanPolicy(stages, list(labels))
-    measure_skills(result, votes, gold, calib)
-    result.reason = unmeasurable(stages, calib)
-    if result.reason:
+    if not measured(result, votes, gold, calib):
         return result
     task = result.task
     candidates, x, voted, exists, types, _, rest_x = result.read_votes(votes, calib)

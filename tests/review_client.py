@@ -34,6 +34,16 @@ def login(client, name: str, password: str = PASSWORD):
     return csrf_of(home.text)
 
 
+def browser_login(chromium, base: str, name: str, path: str = "/review"):
+    """A new 1,280 x 800 page of the headless browser, logged in as `name` through the login form, asking for `path`."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{base}/login" + (f"?next={path}" if path else ""))
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    return page
+
+
 def make_users(ws, **roles: Role) -> None:
     for name, role in roles.items():
         add_user(ws, name, role, password=PASSWORD)

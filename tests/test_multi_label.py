@@ -256,18 +256,14 @@ def test_reviewers_answer_label_sets_through_the_api(tmp_path, server):
 
 def test_a_reviewer_toggles_labels_by_keyboard_and_enter_submits_the_set(tmp_path, server, chromium):
     from tests.conftest import ARTIFACTS
-    from tests.review_client import PASSWORD, make_users, serve
+    from tests.review_client import browser_login, make_users, serve
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     ws, _ = multi_project(tmp_path, server, url=url, n=4, gold_n=0)
     awaiting_review(ws, {"i0": "defect"})
     make_users(ws, ann=Role.reviewer)
     with serve(ws.project.root, url) as base:
-        page = chromium.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{base}/login?next=/review")
-        page.fill("input[name=name]", "ann")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        page = browser_login(chromium, base, "ann")
         item = page.locator("#item-id")
         expect(item).to_have_text("i0")
         expect(page.locator("button.label.chosen")).to_have_text("3 Defect 62 %")  # the suggestion, preselected

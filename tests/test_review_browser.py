@@ -11,7 +11,7 @@ from labeler.store.engine import upsert
 from labeler.store.models import Role, State, utcnow
 from labeler.store.workspace import open_workspace
 from tests.conftest import ARTIFACTS, write_file, write_project
-from tests.review_client import PASSWORD, make_users, serve
+from tests.review_client import PASSWORD, browser_login, make_users, serve
 
 HOSTILE = '<b>bold</b> & <script>window.pwned = 1</script>'
 
@@ -165,11 +165,7 @@ def test_an_unsure_suggestion_is_not_preselected_and_the_screen_says_where_thing
         other.fill("input[name=password]", PASSWORD)
         other.click("button[type=submit]")
         expect(other.locator("#item-id")).to_have_text("i0")
-        page = chromium.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{base}/login?next=/review")
-        page.fill("input[name=name]", "ann")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        page = browser_login(chromium, base, "ann")
         expect(page.locator("#item-id")).to_have_text("i1")
         expect(page.locator("#machine")).to_contain_text("calibrated confidence 15 %")
         expect(page.locator("button.label.chosen")).to_have_count(0)  # 15 %: nothing chosen, Enter does nothing
@@ -208,11 +204,7 @@ def test_admins_land_on_an_overview_with_plots_that_fits_the_screen(tmp_path, ch
         labeler("eval", "--report", report, "-p", ws.project.root, env=env)
     make_users(ws, boss=Role.admin)
     with serve(ws.project.root, url) as base:
-        page = chromium.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{base}/login")
-        page.fill("input[name=name]", "boss")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        page = browser_login(chromium, base, "boss", path=None)
         expect(page).to_have_url(f"{base}/manage")  # not the queue: opening it leased nothing
         expect(page.locator("#plot-runs")).to_be_visible()
         expect(page.locator("#plot-states")).to_be_visible()

@@ -327,7 +327,7 @@ def test_reviewers_answer_spans_through_the_api(tmp_path, server):
 
 def test_a_reviewer_edits_spans_by_keyboard_and_mouse(tmp_path, server, chromium):
     from tests.conftest import ARTIFACTS
-    from tests.review_client import PASSWORD, make_users, serve
+    from tests.review_client import browser_login, make_users, serve
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     ws, texts, _ = span_project(tmp_path, server, url=url, n=4, gold_n=0)
@@ -338,11 +338,7 @@ def test_a_reviewer_edits_spans_by_keyboard_and_mouse(tmp_path, server, chromium
             select(models.Item.id).where(models.Item.external_id.in_(["i0", "i1"])))))
     make_users(ws, ann=Role.reviewer)
     with serve(ws.project.root, url) as base:
-        page = chromium.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{base}/login?next=/review")
-        page.fill("input[name=name]", "ann")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        page = browser_login(chromium, base, "ann")
         item = page.locator("#item-id")
         expect(item).to_have_text("i2")
         spans = page.locator(".spans .ent")
