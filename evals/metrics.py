@@ -14,6 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from labeler.tasks import NOTHING_ELSE, stored_spans
 from routing.calibration import expected_calibration_error
 
 ABSTAIN = "(abstained)"
@@ -68,10 +69,6 @@ def label_set_classification(truth: list[str], predicted: list[str | None], labe
     }
 
 
-def _spans_of(value: str | None) -> set[tuple[int, int, str]]:
-    return {(int(a), int(b), t) for a, b, t in (p.split(":", 2) for p in (value or "").split("|") if p)}
-
-
 def _overlap_matches(found: set, reference: set) -> int:
     """How many of `found` overlap a span of the same type in `reference` (partial matching)."""
     return sum(any(t == u and a < d and c < b for c, d, u in reference) for a, b, t in found)
@@ -95,8 +92,8 @@ def span_classification(truth: list[str], predicted: list[str | None], labels: l
     (0.0, 0.5, 1.0)
     """
     n = len(truth)
-    gold = [_spans_of(t) for t in truth]
-    pred = [_spans_of(p) for p in predicted]
+    gold = [set(stored_spans(t)) for t in truth]
+    pred = [set(stored_spans(p)) for p in predicted]
 
     def figures(kind: str | None, partial: bool) -> dict[str, float]:
         pick = (lambda spans: spans) if kind is None else (lambda spans: {s for s in spans if s[2] == kind})
@@ -131,8 +128,6 @@ def span_classification(truth: list[str], predicted: list[str | None], labels: l
 def span_set_confidence(answer: str | None, probs: dict[str, float] | None) -> float | None:
     """Spans' probability of being exactly right: the product of each span's probability and of
     P(no other span) (labeler.tasks.NOTHING_ELSE), where the vote gives them."""
-    from labeler.tasks import NOTHING_ELSE
-
     if answer is None or not probs or NOTHING_ELSE not in probs:
         return None
     parts = [p for p in answer.split("|") if p]

@@ -20,6 +20,16 @@ SEPARATOR = "|"
 NOTHING_ELSE = "*"  # in a spans vote's probabilities: P(the text holds no span beyond the vote's)
 
 
+def span_key(start: int, end: int, label: str) -> str:
+    """One span in the stored form (`start:end:label`): an answer part, and a key of its probability."""
+    return f"{start}:{end}:{label}"
+
+
+def stored_spans(value: str | None) -> list[tuple[int, int, str]]:
+    """The (start, end, label) of each span of a stored answer (None or "": none)."""
+    return [(int(s), int(e), label) for s, e, label in (p.split(":", 2) for p in (value or "").split(SEPARATOR) if p)]
+
+
 class SingleLabel:
     name = "single_label"
 
@@ -101,7 +111,7 @@ class Spans(MultiLabel):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"spans must be a list of {{start, end, label}}, not {type(value).__name__}")
         spans = {self._span(v, text) for v in value}
-        return SEPARATOR.join(f"{s}:{e}:{label}" for s, e, label in sorted(spans, key=self._order))
+        return SEPARATOR.join(span_key(*span) for span in sorted(spans, key=self._order))
 
     def _order(self, span):
         return span[0], span[1], self.labels.index(span[2])
@@ -124,9 +134,7 @@ class Spans(MultiLabel):
             raise ValueError(f"span {start}:{end} ends past the text ({len(text)} characters)")
         return start, end, label
 
-    def spans(self, value: str | None) -> list[tuple[int, int, str]]:
-        """The stored form as (start, end, label) tuples."""
-        return [(int(s), int(e), label) for s, e, label in (p.split(":", 2) for p in self.parts(value))]
+    spans = staticmethod(stored_spans)
 
     def exported(self, value: str | None, text: str | None = None):
         """A list of {start, end, label, text} (None: no answer)."""

@@ -7,6 +7,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from labeler.tasks import Spans, stored_spans
+
 UNSURE = {"unsure", "unknown", "i don't know", "i do not know", "idk", "not sure", "cannot tell", "can't tell"}
 # A label missing from the top-k logprobs gets this share of the smallest one seen.
 FLOOR_SHARE = 0.5
@@ -218,8 +220,7 @@ def parse_spans(raw_text: str | None, text: str, labels: list[str]) -> Parsed:
             found.add(located)
     if dropped and not found:
         return Parsed(None, abstain_reason="unparsable", dropped=tuple(dropped))
-    ordered = sorted(found, key=lambda s: (s[0], s[1], labels.index(s[2])))
-    return Parsed("|".join(f"{s}:{e}:{label}" for s, e, label in ordered), dropped=tuple(dropped))
+    return Parsed(Spans(labels).canonical(list(found)), dropped=tuple(dropped))
 
 
 def _locate(span, text: str, labels: list[str]) -> tuple[int, int, str] | None:
@@ -245,9 +246,7 @@ def _locate(span, text: str, labels: list[str]) -> tuple[int, int, str] | None:
 def spans_answer(text: str, stored: str, labels: list[str]) -> list[dict]:
     """Stored spans as the prompt asks a model to give them (text, label, occurrence where not the first)."""
     out = []
-    for part in [p for p in stored.split("|") if p]:
-        start, end, label = part.split(":", 2)
-        start, end = int(start), int(end)
+    for start, end, label in stored_spans(stored):
         quote = text[start:end]
         span = {"text": quote, "label": label}
         n = sum(1 for k in range(start + 1) if text.startswith(quote, k))  # this one is the n-th

@@ -18,7 +18,7 @@ from labeler.annotators.classifier import FOLDS, choose_training, item_text
 from labeler.annotators.runner import Answer, ItemRef
 from labeler.config import ModelAnnotator
 from labeler.store.workspace import Workspace
-from labeler.tasks import NOTHING_ELSE
+from labeler.tasks import NOTHING_ELSE, span_key
 
 TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -136,5 +136,5 @@ class TaggerAsker:
             found = self._spans(self.model, text, features(text, tokens(text)))
         spans, nothing_else = found
         label = self.task.canonical([(s, e, label) for s, e, label, _ in spans])
-        probs = {f"{s}:{e}:{label}": round(float(p), 6) for s, e, label, p in spans}
+        probs = {span_key(s, e, label): round(float(p), 6) for s, e, label, p in spans}
         return Answer(label=label, probs=probs | {NOTHING_ELSE: round(nothing_else, 6)}, cost=0.0)

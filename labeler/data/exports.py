@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.workspace import Workspace
+from labeler.tasks import span_key
 
 PAGE = 2000
 MACHINE_STATES = (models.State.auto, models.State.needs_review)
@@ -89,7 +90,7 @@ def iter_export_rows(ws: Workspace) -> Iterator[dict[str, Any]]:
                         row["label_confidence"] = per_part
                     elif per_part and row["spans"]:
                         for span in row["spans"]:
-                            span["confidence"] = per_part.get(f"{span['start']}:{span['end']}:{span['label']}")
+                            span["confidence"] = per_part.get(span_key(span["start"], span["end"], span["label"]))
                 yield row
 
 
