@@ -25,6 +25,7 @@ from labeler.data.imports import import_items  # noqa: E402
 from labeler.store.workspace import open_workspace  # noqa: E402
 from prompts.annotators import build_askers  # noqa: E402
 from routing.flow import run_project  # noqa: E402
+from tests.llm_server import server_process  # noqa: E402
 
 
 async def bare_litellm(base_url: str, calls: int, concurrency: int) -> float:
@@ -49,15 +50,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=64)
     args = parser.parse_args()
-    # The server runs in its own process, so it does not share this one's CPU (GIL).
-    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", str(args.latency)],
-                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
-    base_url = server.stdout.readline().strip()
-    try:
+    with server_process(args.latency) as base_url:
         measure(args, base_url)
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def project(root: Path, base_url: str, args) -> None:

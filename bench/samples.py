@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -33,14 +32,10 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=50)
     parser.add_argument("--target", type=float, default=0.9)
     args = parser.parse_args()
-    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", "0.0"], cwd=Path(__file__).resolve().parents[1],
-                              stdout=subprocess.PIPE, text=True)
-    base_url = server.stdout.readline().strip()
-    try:
+    from tests.llm_server import server_process
+
+    with server_process() as base_url:
         measure(args, base_url)
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def measure(args, base_url: str) -> None:

@@ -26,6 +26,7 @@ from labeler.data.imports import import_items  # noqa: E402
 from labeler.store import models  # noqa: E402
 from labeler.store.workspace import open_workspace  # noqa: E402
 from tests.conftest import write_file, write_project  # noqa: E402
+from tests.llm_server import server_process  # noqa: E402
 
 CALLS_PER_JOB = 16  # the llm annotator's max_concurrency
 
@@ -38,12 +39,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--latency", type=float, default=0.1)
     args = parser.parse_args()
-    repo = Path(__file__).resolve().parents[1]
-    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", str(args.latency)], cwd=repo,
-                              stdout=subprocess.PIPE, text=True)
-    base_url = server.stdout.readline().strip()
     workers = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with server_process(args.latency) as base_url, tempfile.TemporaryDirectory() as tmp:
         yaml_text = (f"name: bench\nlabels: {{positive: liked it, negative: did not like it}}\nfields: [text]\n"
                      f"annotators:\n  - {{name: llm, kind: llm, model: openai/ok, api_base: '{base_url}', "
                      f"max_concurrency: {CALLS_PER_JOB}}}\n")
@@ -74,7 +71,6 @@ def main() -> None:
                 worker.terminate()
             for worker in workers:
                 worker.wait()
-            server.terminate()
     bound = args.workers * args.jobs * CALLS_PER_JOB / args.latency
     print(f"{args.workers} workers x {args.jobs} jobs, {votes:,} votes in {elapsed:.1f} s "
           f"(queueing to finished run, start-up of the run included)")

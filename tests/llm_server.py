@@ -26,14 +26,18 @@ Latency (seconds) applies to every answer: `LLMServer(latency=0.1)`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from aiohttp import web
 
@@ -179,15 +183,25 @@ def _spans_answer(item: str, labels: list[str], wrong: bool, model: str) -> str:
     return answer[: len(answer) // 2] if model == "badjson" else answer
 
 
+@contextlib.contextmanager
+def server_process(latency: float = 0.0):
+    """The server in a process of its own, for benchmarks (it does not share their CPU, the GIL); yields its URL."""
+    server = subprocess.Popen([sys.executable, "-m", "tests.llm_server", str(latency)],
+                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    try:
+        yield server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-if __name__ == "__main__":  # for benchmarks: python -m tests.llm_server LATENCY
-    import sys
-
+if __name__ == "__main__":  # for benchmarks: python -m tests.llm_server LATENCY (server_process runs it)
     with LLMServer(latency=float(sys.argv[1]) if len(sys.argv) > 1 else 0.0) as server:
         print(server.base_url, flush=True)
         threading.Event().wait()

@@ -17,6 +17,10 @@ from tests.test_multi_label import awaiting_review
 YAML = "name: {name}\nlabels: {{positive: liked, negative: did not}}\nfields: [text]\nrouting: {{review_order: import, review_blind_share: 0, review_gold_share: 0}}\n"
 
 
+SETS_YAML = YAML.format(name="m").replace("labels: {positive: liked, negative: did not}",
+                                         "task: multi_label\nlabels: {a: one, b: two}")
+
+
 def project(tmp_path, name="p", yaml_text=None):
     root = write_project(tmp_path / name, yaml_text=yaml_text or YAML.format(name=name))
     return open_workspace(root)  # SQLite in the project folder, or the PostgreSQL pass's store
@@ -134,8 +138,7 @@ def test_parquet_goes_out_and_comes_back_as_the_same_items(tmp_path):
 def test_a_label_set_exports_to_parquet_as_a_list(tmp_path):
     import pyarrow.parquet as pq
 
-    yaml_text = YAML.format(name="m").replace("labels: {positive: liked, negative: did not}",
-                                              "task: multi_label\nlabels: {a: one, b: two}")
+    yaml_text = SETS_YAML
     ws = project(tmp_path, "m", yaml_text)
     import_items(ws, write_file(tmp_path / "items.csv", "id,text\nx,hello\n"))
     import_gold(ws, write_file(tmp_path / "gold.csv", "id,labels\nx,b|a\n"))
@@ -211,8 +214,7 @@ def test_hugging_face_datasets_loads_our_parquet_and_its_own_comes_in(tmp_path, 
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # local files only: nothing may be fetched
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    yaml_text = YAML.format(name="m").replace("labels: {positive: liked, negative: did not}",
-                                              "task: multi_label\nlabels: {a: one, b: two}")
+    yaml_text = SETS_YAML
     ws = project(tmp_path, "m", yaml_text)
     import_items(ws, write_file(tmp_path / "items.csv", "id,text\nx,hello\ny,there\n"))
     import_gold(ws, write_file(tmp_path / "gold.csv", "id,labels\nx,b|a\ny,\n"))
