@@ -57,7 +57,12 @@ class LLMAnnotator(_AnnotatorBase):
     cost_per_1k_tokens: float | None = Field(default=None, ge=0)
     # Servers of this one model (`model` then names the model they serve, for the cache and reports).
     deployments: list[Deployment] = Field(default_factory=list)
-
+    # Send each stage's questions as one provider batch (files + batches API: about half the price, answers
+    # within the provider's window); polled from every `batch_poll_seconds`, backing off to 10 minutes, for
+    # at most `batch_max_wait` seconds (a later run collects a batch still running).
+    batch: bool = False
+    batch_poll_seconds: float = Field(default=10.0, gt=0)
+    batch_max_wait: float = Field(default=86400.0, gt=0)
 
     @model_validator(mode="after")
     def _samples_vary(self) -> "LLMAnnotator":
@@ -66,6 +71,9 @@ class LLMAnnotator(_AnnotatorBase):
         if self.samples > 1 and self.temperature == 0:
             raise ValueError(f"annotator {self.name}: samples: {self.samples} at temperature 0 are one answer "
                              f"{self.samples} times; set a temperature (default with samples: {SAMPLING_TEMPERATURE})")
+        if self.batch and (self.samples > 1 or self.deployments):
+            raise ValueError(f"annotator {self.name}: batch: true sends one request per item to one endpoint; "
+                             "it takes neither samples nor deployments")
         return self
 
 

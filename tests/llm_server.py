@@ -21,6 +21,14 @@ asking for {"spans": [...]} gets every capitalised word after the first (typed b
   hang        never answers within the client's timeout
   reset       closes the connection without answering on the first try of each request
 Latency (seconds) applies to every answer: `LLMServer(latency=0.1)`.
+
+Files and batches as OpenAI serves them (`/v1/files`, `/v1/batches`): a batch is validated, then in
+progress for `batch_seconds`, then each line answered as the chat endpoint would. Its lines' model picks
+how the batch ends:
+  partfail    every third request fails (in the error file), the rest answered
+  expire      expires: the first half answered, the rest `batch_expired` in the error file
+  invalid     fails as a whole (no output file)
+`server.batches` holds every batch created, so a test counts what was paid for.
 """
 
 from __future__ import annotations
@@ -45,8 +53,11 @@ _LABELS = re.compile(r"^- ([^:\n]+):", re.MULTILINE)
 
 
 class LLMServer:
-    def __init__(self, latency: float = 0.0):
+    def __init__(self, latency: float = 0.0, batch_seconds: float = 0.2):
         self.latency = latency
+        self.batch_seconds = batch_seconds
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
         self.requests = 0
         self.by_model: dict[str, int] = {}
         self._counter = itertools.count()
@@ -79,6 +90,11 @@ class LLMServer:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{id}", self._file)
+        app.router.add_get("/v1/files/{id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches/{id}", self._batch)
         runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port, backlog=1024).start())
@@ -116,6 +132,10 @@ class LLMServer:
                 return web.json_response({"error": {"message": "rate limited"}}, status=429, headers={"Retry-After": "1"})
         if model == "broken":
             return web.Response(text="{not json", content_type="application/json")
+        return web.json_response(self._completion(body, model, n))
+
+    def _completion(self, body: dict, model: str, n: int) -> dict:
+        """The chat completion for a request body: the answer rules of the module's docstring."""
         messages = body.get("messages", [])
         labels = _LABELS.findall(messages[0]["content"]) if messages else []
         item = str(messages[-1].get("content", "")) if messages else ""
@@ -159,11 +179,91 @@ class LLMServer:
                 {"token": label, "logprob": -3.5 - i, "bytes": None} for i, label in enumerate(others)
             ]
             choice["logprobs"] = {"content": [{"token": answer, "logprob": -0.05, "bytes": None, "top_logprobs": top}]}
-        return web.json_response({
+        return {
             "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [choice],
             "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
-        })
+        }
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        upload = form["file"]
+        content = upload.file.read()
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = content
+        return web.json_response(_file_object(file_id, len(content), str(form.get("purpose", "batch"))))
+
+    async def _file(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["id"]
+        if file_id not in self.files:
+            return web.json_response({"error": {"message": f"no file {file_id}"}}, status=404)
+        return web.json_response(_file_object(file_id, len(self.files[file_id]), "batch"))
+
+    async def _file_content(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["id"]
+        if file_id not in self.files:
+            return web.json_response({"error": {"message": f"no file {file_id}"}}, status=404)
+        return web.Response(body=self.files[file_id], content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body.get("input_file_id") not in self.files:
+            return web.json_response({"error": {"message": "no such input file"}}, status=400)
+        lines = [json.loads(line) for line in self.files[body["input_file_id"]].decode().splitlines() if line.strip()]
+        batch_id = f"batch_{len(self.batches) + 1}"
+        self.batches[batch_id] = batch = {
+            "id": batch_id, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
+            "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
+            "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+            "metadata": body.get("metadata"), "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+            "_lines": lines, "_done_at": time.monotonic() + self.batch_seconds}
+        return web.json_response(_public(batch))
+
+    async def _batch(self, request: web.Request) -> web.StreamResponse:
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return web.json_response({"error": {"message": "no such batch"}}, status=404)
+        if batch["status"] == "validating":
+            batch["status"] = "in_progress"
+        elif batch["status"] == "in_progress" and time.monotonic() >= batch["_done_at"]:
+            self._finish(batch)
+        return web.json_response(_public(batch))
+
+    def _finish(self, batch: dict) -> None:
+        lines = batch["_lines"]
+        model = str(lines[0]["body"].get("model", "ok")) if lines else "ok"
+        if model == "invalid":
+            batch["status"] = "failed"
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "bad model"}]}
+            return
+        out, err = [], []
+        for k, line in enumerate(lines):
+            if model == "expire" and k >= len(lines) // 2:
+                err.append({"id": f"req_{k}", "custom_id": line["custom_id"], "response": None,
+                            "error": {"code": "batch_expired", "message": "not run before the batch expired"}})
+            elif model == "partfail" and k % 3 == 2:
+                err.append({"id": f"req_{k}", "custom_id": line["custom_id"], "response": {
+                    "status_code": 400, "body": {"error": {"message": "bad request line"}}}, "error": None})
+            else:
+                self.requests += 1
+                out.append({"id": f"req_{k}", "custom_id": line["custom_id"], "error": None, "response": {
+                    "status_code": 200, "body": self._completion(line["body"], model, next(self._counter))}})
+        for name, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                batch[name] = file_id
+        batch["status"] = "expired" if model == "expire" else "completed"
+        batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+
+
+def _file_object(file_id: str, size: int, purpose: str) -> dict:
+    return {"id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()), "filename": "batch.jsonl",
+            "purpose": purpose, "status": "processed"}
+
+
+def _public(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
 
 
 def _spans_answer(item: str, labels: list[str], wrong: bool, model: str) -> str:

@@ -139,8 +139,8 @@ class BatchAsking:
         self.app, self.ws = app, ws
 
     def __call__(self, askers: list, item_ids: list[int], run_id: int) -> list[AnnotatorReport]:
-        remote = [a for a in askers if isinstance(a, LLMAsker)]
-        local = [a for a in askers if not isinstance(a, LLMAsker)]  # cheap, and trained where it runs
+        remote = [a for a in askers if isinstance(a, LLMAsker) and not a.config.batch]  # batches wait here
+        local = [a for a in askers if a not in remote]  # cheap and trained where it runs, or batched
         reports = asyncio.run(run_askers(self.ws, local, item_ids, run_id=run_id)) if local else []
         jobs = []
         task = self.app.tasks["labeler:label_batch"]

@@ -150,6 +150,12 @@ class LLMAsker:
         self.api_key = _key(config.name, config.api_key_env)
         self.router = _router(config) if config.deployments else None
         self._leaning: asyncio.Task | None = None
+        if config.batch:
+            if task.steps > 1:
+                raise LabelerError(f"annotator {config.name}: batch: true needs a chat prompt that asks once per item")
+            from labeler.annotators.batches import ProviderBatches
+
+            self.batches = ProviderBatches(self)
 
     def cache_key(self, item: ItemRef) -> str:
         # The key, like everything stored, never includes the API key.
@@ -185,6 +191,14 @@ class LLMAsker:
         else:
             complete = litellm().acompletion
             kwargs |= _endpoint(self.config.model, self.config.api_base, self.api_key)
+        response = await self.retrying(complete, **kwargs)
+        data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
+        data["_cost"] = self._cost(response, data)
+        return data
+
+    async def retrying(self, call, **kwargs):
+        """`call(**kwargs)` under the model's rate limit, retried on transient errors (honouring Retry-After);
+        any other error is a PermanentError."""
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=_Wait(),
@@ -194,16 +208,13 @@ class LLMAsker:
             with attempt:
                 await self.rate.wait()
                 try:
-                    response = await complete(**kwargs)
+                    return await call(**kwargs)
                 except Exception as exc:
                     if is_transient(exc):
                         if asked := retry_after(exc):  # every call to this model waits, not only this one
                             await self.rate.pause(asked)
                         raise
                     raise PermanentError(f"{type(exc).__name__}: {exc}") from exc
-        data = response.model_dump() if hasattr(response, "model_dump") else dict(response)
-        data["_cost"] = self._cost(response, data)
-        return data
 
     def _cost(self, response, data: dict) -> float:
         usage = data.get("usage") or {}
@@ -215,24 +226,46 @@ class LLMAsker:
 
     def estimate(self, items: list[ItemRef], sample: int = 200) -> dict[str, Any]:
         """Calls this annotator would make for these items (cached answers are free), the tokens of their
-        real prompts (counted on up to `sample` of them), and the cost at the model's price (None: unknown)."""
+        real prompts (counted on up to `sample` of them), and the cost at the model's price (None: unknown;
+        a `batch` annotator's at the batch price)."""
         self.prefetch(items)
         fresh = [item for item in items if self.cache_key(item) not in self._hits]
+        tokens, cost = self.priced(fresh, sample)
+        return {"annotator": self.name, "calls": len(fresh) * self.config.samples, "cached": len(items) - len(fresh),
+                "tokens": tokens, "cost": round(cost, 6) if cost is not None else None, "batch": self.config.batch}
+
+    def priced(self, items: list[ItemRef], sample: int = 200) -> tuple[int, float | None]:
+        """Tokens and cost of asking these items afresh (prompt tokens counted on up to `sample` of them)."""
         lm = litellm()
         calls = self.task.steps * self.config.samples  # per item
         counted = [lm.token_counter(model=self.config.model, messages=self.task.messages(item.fields)) * calls
-                   for item in fresh[:sample]]
-        prompt = round(sum(counted) / len(counted) * len(fresh)) if counted else 0
-        completion = self.params["max_tokens"] * len(fresh) * calls  # at most
+                   for item in items[:sample]]
+        prompt = round(sum(counted) / len(counted) * len(items)) if counted else 0
+        completion = self.params["max_tokens"] * len(items) * calls  # at most
+        return prompt + completion, self.price(prompt, completion)
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What these tokens cost (None: a model litellm has no price for)."""
         if self.config.cost_per_1k_tokens is not None:
-            cost = self.config.cost_per_1k_tokens * (prompt + completion) / 1000
-        else:
-            try:
-                cost = sum(lm.cost_per_token(model=self.config.model, prompt_tokens=prompt, completion_tokens=completion))
-            except Exception:  # a model litellm has no price for
-                cost = None
-        return {"annotator": self.name, "calls": len(fresh) * self.config.samples, "cached": len(items) - len(fresh),
-                "tokens": prompt + completion, "cost": round(cost, 6) if cost is not None else None}
+            return self.config.cost_per_1k_tokens * (prompt_tokens + completion_tokens) / 1000
+        lm = litellm()
+        try:
+            if self.config.batch:
+                from litellm.cost_calculator import batch_cost_calculator
+
+                usage = lm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+                return sum(batch_cost_calculator(usage, model=self.config.model)) if self._listed() else None
+            return sum(lm.cost_per_token(model=self.config.model, prompt_tokens=prompt_tokens,
+                                         completion_tokens=completion_tokens))
+        except Exception:  # a model litellm has no price for
+            return None
+
+    def _listed(self) -> bool:
+        try:
+            litellm().get_model_info(self.config.model)
+            return True
+        except Exception:
+            return False
 
     async def leaning(self) -> dict[str, float] | None:
         """The model's probabilities on content-free items (asked once; see prompts' context_items)."""
@@ -275,6 +308,14 @@ class LLMAsker:
         if fresh:
             data = await (self._steps(item.fields) if self.task.steps > 1 else
                           self._sampled(item.fields) if self.config.samples > 1 else self._call(self.task.messages(item.fields)))
+        answer = await self.read(item, data)
+        if fresh:
+            answer.cost, answer.latency_ms = data.get("_cost", 0.0), (time.perf_counter() - started) * 1000
+            answer.cache = (key, data)
+        return answer
+
+    async def read(self, item: ItemRef, data: dict) -> Answer:
+        """The vote in a response (costless: the caller says what it cost and whether to cache it)."""
         if data.get("_samples"):
             texts = [(c.get("message") or {}).get("content") for c in data["choices"]]
             parsed = self.task.read_samples([self.task.read([(t, None)], None, item.fields) for t in texts])
@@ -285,9 +326,5 @@ class LLMAsker:
             parsed = self.task.read([(t, top_logprobs_of(c)) for t, c in zip(texts, choices)], await self.leaning(),
                                     item.fields)
             text = texts[0] if len(texts) == 1 else "\n".join(f"{label}: {t}" for label, t in zip(self.task.spec.labels, texts))
-        return Answer(
-            label=parsed.label, probs=parsed.probs, abstain_reason=parsed.abstain_reason, raw=text,
-            cost=data.get("_cost", 0.0) if fresh else 0.0,
-            latency_ms=(time.perf_counter() - started) * 1000 if fresh else 0.0,
-            cache=(key, data) if fresh else None,
-        )
+        return Answer(label=parsed.label, probs=parsed.probs, abstain_reason=parsed.abstain_reason, raw=text,
+                      latency_ms=0.0)

@@ -61,6 +61,10 @@ class PermanentError(Exception):
     """A failure that retrying will not fix (bad key, unknown model, bad request)."""
 
 
+class BatchFailure(Exception):
+    """One question of a provider batch that came back without an answer (failed, expired, still running)."""
+
+
 class Asker(Protocol):
     name: str
     annotator_id: int
@@ -114,6 +118,12 @@ class Budget:
         if self.project is not None and self.spent_before + self.spent >= self.project:
             return f"the project's budget of ${self.project:g} is spent"
         return None
+
+    def left(self) -> float | None:
+        """What may still be spent (None: no cap)."""
+        caps = ([self.run - self.spent] if self.run is not None else []) + \
+            ([self.project - self.spent_before - self.spent] if self.project is not None else [])
+        return max(0.0, min(caps)) if caps else None
 
     def as_dict(self) -> dict[str, Any]:
         return {"run": self.run, "project": self.project, "spent": round(self.spent, 6),
@@ -230,6 +240,35 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget 
         asker.prefetch(items)
     limit = asyncio.Semaphore(asker.max_concurrency)
 
+    def failed(exc: Exception, count_in_breaker: bool = True) -> None:
+        message, kind = _describe(exc), error_kind(exc)
+        report.failed += 1
+        report.errors[kind] += 1
+        report.examples.setdefault(kind, message)
+        if count_in_breaker:
+            breaker.failure_streak += 1
+            if isinstance(exc, PermanentError):
+                breaker.permanent_streak += 1
+                if breaker.permanent_streak >= STOP_AFTER_PERMANENT and not breaker.any_success:
+                    breaker.tripped = breaker.tripped or f"stopped after {STOP_AFTER_PERMANENT} permanent errors: {message}"
+            if breaker.failure_streak >= STOP_AFTER_FAILURES:
+                breaker.tripped = breaker.tripped or f"stopped after {STOP_AFTER_FAILURES} failures in a row: {message}"
+            report.stopped = report.stopped or breaker.tripped
+        if on_answer:
+            on_answer(asker.name, None, message)
+
+    async def answered(item: ItemRef, answer: Answer) -> None:
+        breaker.permanent_streak = breaker.failure_streak = 0
+        breaker.any_success = True
+        report.voted += 1
+        report.abstained += answer.label is None
+        report.cost += answer.cost
+        if budget is not None:
+            budget.spent += answer.cost
+        await queue.put((asker, item, answer))
+        if on_answer:
+            on_answer(asker.name, answer, None)
+
     async def one(item: ItemRef) -> None:
         async with limit:
             if budget is not None and (spent := budget.reached()):
@@ -243,35 +282,32 @@ async def _run_one(ws, asker: Asker, item_ids, queue, on_answer, budget: Budget 
             try:
                 answer = await asker.ask(item)
             except Exception as exc:  # a failed vote is reported, never the end of the run
-                message, kind = _describe(exc), error_kind(exc)
-                report.failed += 1
-                report.errors[kind] += 1
-                report.examples.setdefault(kind, message)
-                breaker.failure_streak += 1
-                if isinstance(exc, PermanentError):
-                    breaker.permanent_streak += 1
-                    if breaker.permanent_streak >= STOP_AFTER_PERMANENT and not breaker.any_success:
-                        breaker.tripped = breaker.tripped or f"stopped after {STOP_AFTER_PERMANENT} permanent errors: {message}"
-                if breaker.failure_streak >= STOP_AFTER_FAILURES:
-                    breaker.tripped = breaker.tripped or f"stopped after {STOP_AFTER_FAILURES} failures in a row: {message}"
-                report.stopped = report.stopped or breaker.tripped
-                if on_answer:
-                    on_answer(asker.name, None, message)
+                failed(exc)
                 return
-            breaker.permanent_streak = breaker.failure_streak = 0
-            breaker.any_success = True
             if answer.latency_ms is None:
                 answer.latency_ms = (time.perf_counter() - started) * 1000
-            report.voted += 1
-            report.abstained += answer.label is None
-            report.cost += answer.cost
-            if budget is not None:
-                budget.spent += answer.cost
-            await queue.put((asker, item, answer))
-            if on_answer:
-                on_answer(asker.name, answer, None)
+            await answered(item, answer)
 
-    await asyncio.gather(*(one(item) for item in items))
+    batches = getattr(asker, "batches", None)
+    if batches is None:
+        await asyncio.gather(*(one(item) for item in items))
+        return report
+    # One provider batch for the items: what the budget covers is sent; a question the batch did not
+    # answer is a failed vote (not a sign of a dead model: the breaker counts only failures to send).
+    if budget is not None and (spent := budget.reached()):
+        report.unasked, report.stopped = len(items), report.stopped or f"stopped: {spent}"
+        return report
+    if report.stopped:
+        report.failed = len(items)
+        return report
+    async for item, answer in batches.answers(items, budget.left() if budget is not None else None):
+        if answer is None:
+            report.unasked += 1
+            report.stopped = report.stopped or "stopped: the budget does not cover the rest of the batch"
+        elif isinstance(answer, Exception):
+            failed(answer, count_in_breaker=not isinstance(answer, BatchFailure))
+        else:
+            await answered(item, answer)
     return report
 
 
@@ -326,14 +362,19 @@ def _store_busy(exc: BaseException) -> bool:
 
 
 def _store_retrying(ws: Workspace, batch: list, run_id: int | None) -> None:
+    keeping(lambda: _store(ws, batch, run_id), f"{len(batch)} answers in hand were not kept")
+
+
+def keeping(write: Callable[[], Any], lost: str) -> Any:
+    """`write()`, retried while the store is busy; a store that refuses for good stops the run, saying what
+    was lost."""
     try:
         for attempt in Retrying(stop=stop_after_delay(STORE_RETRY_SECONDS), retry=retry_if_exception(_store_busy),
                                 wait=wait_random_exponential(multiplier=0.2, max=5), reraise=True):
             with attempt:
-                _store(ws, batch, run_id)
+                return write()
     except DBAPIError as exc:
-        raise LabelerError(f"the store refused: {exc.orig}; asking stopped, rerun to finish "
-                           f"({len(batch)} answers in hand were not kept)") from exc
+        raise LabelerError(f"the store refused: {exc.orig}; asking stopped, rerun to finish ({lost})") from exc
 
 
 def _store(ws: Workspace, batch: list, run_id: int | None) -> None:

@@ -207,6 +207,21 @@ class ResponseCache(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ProviderBatch(SQLModel, table=True):
+    """Questions sent to a provider's batch API, stored the moment the provider takes them: a run killed
+    before they come back collects them instead of asking (and paying) again."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    version: str
+    batch_id: str  # the provider's
+    requests: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))  # response cache key -> item id
+    status: str = "submitted"  # submitted until collected; then the provider's last status
+    created_at: datetime = Field(default_factory=utcnow)
+    collected_at: datetime | None = None
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
 class AuditEvent(SQLModel, table=True):
     """Who changed what, when: appended by every human write (review answers, undo, gold, users)."""
 
