@@ -19,7 +19,7 @@ from typing import AsyncIterator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from labeler.annotators.llm import LLMAsker, litellm
+from labeler.annotators.llm import LLMAsker, _endpoint, litellm
 from labeler.annotators.runner import Answer, BatchFailure, ItemRef, keeping
 from labeler.store import models
 from labeler.store.engine import insert_new
@@ -54,10 +54,13 @@ class ProviderBatches:
         self.asker, self.config = asker, asker.config
         model, provider, _, _ = litellm().get_llm_provider(self.config.model, api_base=self.config.api_base)
         self.model = model  # as the provider names it, inside each request
-        self.endpoint = {"custom_llm_provider": provider, "timeout": self.config.timeout}
-        self.endpoint |= {k: v for k, v in (("api_base", self.config.api_base), ("api_key", asker.api_key)) if v}
-        if self.config.api_base and not asker.api_key:
-            self.endpoint["api_key"] = "no-key"  # local servers take none, but OpenAI's client insists on one
+        # Files and batches take the provider where chat calls take the model.
+        self.endpoint = {k: v for k, v in _endpoint(self.config.model, self.config.api_base, asker.api_key).items()
+                         if k != "model"} | {"custom_llm_provider": provider, "timeout": self.config.timeout}
+
+    async def _provider(self, call, **kwargs):
+        """A provider file or batch call, retried like a chat call, on the loop kept for them."""
+        return await self.asker.retrying(_on_provider_loop(call), **kwargs, **self.endpoint)
 
     async def answers(self, items: list[ItemRef], room: float | None = None
                       ) -> AsyncIterator[tuple[ItemRef, Answer | Exception | None]]:
@@ -117,12 +120,10 @@ class ProviderBatches:
             body = dict(self.asker.params, model=self.model, messages=self.asker.task.messages(item.fields))
             lines.append(json.dumps({"custom_id": keys[item.id], "method": "POST", "url": ENDPOINT, "body": body}))
         lm = litellm()
-        upload = await self.asker.retrying(_on_provider_loop(lm.acreate_file), file=("labeler-batch.jsonl", ("\n".join(lines) + "\n").encode()),
-                                           purpose="batch", **self.endpoint)
-        batch = await self.asker.retrying(_on_provider_loop(lm.acreate_batch), completion_window="24h", endpoint=ENDPOINT,
-                                          input_file_id=upload.id, metadata={"annotator": self.asker.name,
-                                                                             "version": self.asker.version},
-                                          **self.endpoint)
+        upload = await self._provider(lm.acreate_file, file=("labeler-batch.jsonl", ("\n".join(lines) + "\n").encode()),
+                                      purpose="batch")
+        batch = await self._provider(lm.acreate_batch, completion_window="24h", endpoint=ENDPOINT, input_file_id=upload.id,
+                                     metadata={"annotator": self.asker.name, "version": self.asker.version})
         return batch.id
 
     def _record(self, batch_id: str, items: list[ItemRef], keys: dict[int, str]) -> int:
@@ -137,7 +138,7 @@ class ProviderBatches:
         """Poll the batch until it ends (or the wait runs out), then its results by cache key."""
         lm, delay, deadline = litellm(), self.config.batch_poll_seconds, time.monotonic() + self.config.batch_max_wait
         while True:
-            batch = await self.asker.retrying(_on_provider_loop(lm.aretrieve_batch), batch_id=batch_id, **self.endpoint)
+            batch = await self._provider(lm.aretrieve_batch, batch_id=batch_id)
             if batch.status in TERMINAL:
                 break
             if time.monotonic() + delay > deadline:
@@ -152,7 +153,6 @@ class ProviderBatches:
             if response.get("status_code") == 200 and isinstance(response.get("body"), dict):
                 data = response["body"]
                 data["_cost"] = self._cost(data.get("usage") or {})
-                data["_batch"] = batch_id
                 results[line.get("custom_id")] = data
             else:
                 results[line.get("custom_id")] = BatchFailure(_line_error(line))
@@ -169,7 +169,7 @@ class ProviderBatches:
     async def _lines(self, file_id: str | None) -> list[dict]:
         if not file_id:
             return []
-        content = await self.asker.retrying(_on_provider_loop(litellm().afile_content), file_id=file_id, **self.endpoint)
+        content = await self._provider(litellm().afile_content, file_id=file_id)
         return [json.loads(line) for line in content.content.decode().splitlines() if line.strip()]
 
     def _cost(self, usage: dict) -> float:

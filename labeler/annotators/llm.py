@@ -8,6 +8,7 @@ with jittered backoff that honours Retry-After; anything else fails that one vot
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -254,13 +255,15 @@ class LLMAsker:
                 from litellm.cost_calculator import batch_cost_calculator
 
                 usage = lm.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-                return sum(batch_cost_calculator(usage, model=self.config.model)) if self._listed() else None
+                return sum(batch_cost_calculator(usage, model=self.config.model)) if self._listed else None
             return sum(lm.cost_per_token(model=self.config.model, prompt_tokens=prompt_tokens,
                                          completion_tokens=completion_tokens))
         except Exception:  # a model litellm has no price for
             return None
 
+    @functools.cached_property
     def _listed(self) -> bool:
+        """Whether litellm lists the model's price (batch_cost_calculator says 0 for one it does not list)."""
         try:
             litellm().get_model_info(self.config.model)
             return True
