@@ -26,6 +26,7 @@ from labeler.store.workspace import Workspace
 from review_ui import qualification
 
 CANDIDATES = 50  # open items examined per lease attempt
+GOLD_NEAREST = 5  # hidden gold drawn from this many nearest in confidence to the item it stands in for
 _ORDER = random.Random()  # the order open items are offered in
 BUSY_RETRIES = 20
 EXPERTS = (Role.expert, Role.admin)
@@ -90,7 +91,7 @@ def _lease_next(ws: Workspace, user: Member, overlap: int, expires: datetime, go
         if item_id is None:
             return None
         if user.role not in EXPERTS and random.random() < gold_share:
-            gold = _unseen_gold(c, ws, user)
+            gold = _unseen_gold(c, ws, user, like=item_id)
             if gold is not None:  # hand out the gold item instead; the open item keeps its slot
                 count_review(c, item_id, -1)
                 count_review(c, gold, +1)
@@ -186,19 +187,27 @@ def _label_skill(c, ws: Workspace, user: Member) -> dict[str, float]:
     return skill if len(skill) >= 2 else {}
 
 
-def _unseen_gold(c, ws: Workspace, user: Member) -> int | None:
-    """A gold item (not a few-shot example) this user has never been shown, and that looks like the items
-    reviewers get: one that a run has scored and the machines would have sent to review. A gold item the
-    machines would accept shows a confidence no real review item has; one never scored shows no votes:
-    either would be a tell."""
+def _unseen_gold(c, ws: Workspace, user: Member, like: int) -> int | None:
+    """A gold item (not a few-shot example) this user has never been shown, that stands in for the open
+    item `like`: one the machines would have sent to review, with the same annotators asked and the same
+    reason, and of the gold that does, one of the nearest in confidence. A gold card unlike the cards real
+    items make (a confidence no review item has, no votes, a reason or a vote count that only gold gets
+    because its fold's model scored it) would be a tell; so the gold shown follows the queue's own mix."""
+    view = Decision.details[("machine",)]
+    asked, reason, confidence = (view["asked"].as_string(), view["reason"].as_string(), view["confidence"].as_float())
+    want = c.execute(select(asked, reason, confidence).where(Decision.item_id == like)).one()
     seen = select(Task.id).where(Task.item_id == models.GoldLabel.item_id, Task.user_id == user.id).exists()
-    like_review = Decision.details[("machine", "review")].as_boolean().is_(True)
-    return c.execute(
-        select(models.GoldLabel.item_id).join(Item, Item.id == models.GoldLabel.item_id)
-        .join(Decision, Decision.item_id == models.GoldLabel.item_id)
-        .where(Item.project_id == ws.project_id, models.GoldLabel.split != Split.examples, ~seen, like_review)
-        .order_by(func.random()).limit(1)
-    ).scalar()
+    query = (select(models.GoldLabel.item_id).join(Item, Item.id == models.GoldLabel.item_id)
+             .join(Decision, Decision.item_id == models.GoldLabel.item_id)
+             .where(Item.project_id == ws.project_id, models.GoldLabel.split != Split.examples, ~seen,
+                    view["review"].as_boolean().is_(True), _same(asked, want[0]), _same(reason, want[1])))
+    nearest = query.order_by(func.abs(confidence - want[2]) if want[2] is not None else func.random()).limit(GOLD_NEAREST)
+    found = c.execute(nearest).scalars().all()
+    return _ORDER.choice(found) if found else None
+
+
+def _same(expression, value):
+    return expression.is_(None) if value is None else expression == value
 
 
 def lease_of(c, task_id: int) -> Lease:

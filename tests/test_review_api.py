@@ -144,7 +144,8 @@ def test_hidden_gold_measures_reviewers_and_kappa_compares_them(app, ws, tmp_pat
     import_gold(ws, gold_file, split=models.Split.honeypot)
     with ws.session() as s:  # the view a run leaves on gold items that would have gone to review
         for d in s.scalars(select(models.Decision).where(models.Decision.state == State.gold)):
-            d.details = {"machine": {"label": "positive", "confidence": 0.5, "review": True, "reason": "below"}}
+            d.details = {"machine": {"label": "positive", "confidence": 0.5, "review": True,
+                                     "reason": "its calibrated confidence is below the level"}}
     make_users(ws, ann=Role.reviewer, bob=Role.reviewer, meg=Role.manager)
     ws.config.routing.review_gold_share = 0.5
     ws.config.routing.review_overlap = 2

@@ -219,6 +219,28 @@ def test_the_queue_prefers_items_whose_likely_label_the_reviewer_is_accurate_on(
     assert lease_next(ws, newbie, overlap=1, gold_share=0).item_id == ids[0]  # no history: items in order
 
 
+def test_hidden_gold_stands_in_only_for_an_item_it_looks_like(ws, tmp_path):
+    """Gold cards told themselves apart by a reason no real card had (its fold's model scored it lower)."""
+    ids = needing_review(ws, tmp_path, 4)
+    asked = [["a", "1"], ["b", "1"]]
+    rows = "".join(f"g{k},gold {k},positive\n" for k in range(5))
+    import_gold(ws, write_file(tmp_path / "g.csv", "id,text,label\n" + rows), split=models.Split.honeypot)
+    real = {"label": "positive", "confidence": 0.5, "reason": "the machines disagree", "asked": asked}
+    gold = {"g0": dict(real, confidence=0.55), "g1": dict(real, reason="its calibrated confidence is below the level"),
+            "g2": dict(real, asked=asked + [["c", "1"]]), "g3": dict(real, asked=asked[:1]), "g4": dict(real, reason=None)}
+    with ws.session() as s:
+        for item in s.scalars(select(models.Item)):
+            d = s.get(models.Decision, item.id)
+            d.details = {"machine": dict(gold[item.external_id], review=True) if item.external_id in gold else real}
+    ann = user(ws, "ann")
+    shown = []
+    while (lease := lease_next(ws, ann, overlap=1, gold_share=1.0)) is not None:
+        shown.append(lease.external_id)
+        submit(ws, ann, lease.item_id, label="positive", client_id=uuid.uuid4().hex, overlap=1)
+    assert "g0" in shown and not {"g1", "g2", "g3", "g4"} & set(shown)  # only the look-alike stands in
+    assert len(shown) == len(ids) + 1  # the open item it stood in for still came round
+
+
 def test_client_ids_are_one_users_per_item_so_another_project_reusing_one_is_recorded(ws, tmp_path):
     """A submission in A with a client id the same reviewer had used in B was answered "duplicate" and dropped."""
     from labeler.store.workspace import open_workspace
