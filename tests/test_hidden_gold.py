@@ -70,6 +70,8 @@ def test_a_classifier_over_cards_and_their_order_cannot_tell_hidden_gold(tmp_pat
     x = np.array([_features(c, cards[k - 1] if k else None) for k, c in enumerate(cards)])
     guessed = cross_val_predict(RandomForestClassifier(200, min_samples_leaf=5, random_state=0), x, is_gold, cv=5,
                                 method="predict_proba")[:, 1]
-    assert abs(roc_auc_score(is_gold, guessed) - 0.5) < 0.1  # chance, within its noise on ~500 cards
+    # No better than chance, within its noise on ~500 cards (one-sided: under the null, cross-validated
+    # forests land below 0.5 as often as not, 0.40-0.54 over eight runs, and below chance tells nothing).
+    assert roc_auc_score(is_gold, guessed) < 0.6
     votes = {len(c["votes"]) for c, g in zip(cards, is_gold) if g}
     assert votes == {len(c["votes"]) for c, g in zip(cards, is_gold) if not g} == {2, 3}
