@@ -1,17 +1,27 @@
-"""Review API latency with a big store: p50 and p95 of leasing the next item, and of submit-with-next.
+"""Review API latency with a big store, on SQLite and PostgreSQL: the first lease, and submit-with-next.
 
-    python bench/review_latency.py [--items 100000] [--reviewers 4] [--answers 150] [--overlap 2] [--store URL]
+    python bench/review_latency.py [--items 1000000] [--reviewers 4 20] [--pace 2] [--seconds 30]
+                                   [--answers 150] [--overlap 2] [--postgres URL | --sqlite-only]
 
-Fills a store (SQLite in a temporary folder, or with --store URL a new database on that PostgreSQL
-server) with `--items`
-items waiting for review, starts `labeler serve` in its own process, and has `--reviewers` threads
-work the queue over HTTP with API tokens. A submit's response carries the next item, so
-"submit+next" is the whole cost of one answer as a reviewer feels it.
+Fills each store (SQLite in a temporary folder; a new database on the PostgreSQL server at
+`--postgres`, default $LABELER_TEST_POSTGRES_URL or the one on 127.0.0.1:5432 when it answers) with
+`--items` items waiting for review, starts `labeler serve` in its own process, and has each number
+of `--reviewers` work the queue over HTTP at once with API tokens, in two ways:
+
+- paced: each reviewer reads for a while between answers (exponential, `--pace` seconds on
+  average: a quick human) for `--seconds`. Latency here is what a reviewer feels.
+- flat out: each reviewer answers `--answers` items without a pause. Answers per second is the
+  server's capacity; latency here is mostly queueing (reviewers / capacity), not work.
+
+A submit's response carries the next item, so "submit+next" is the whole cost of one answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,8 +45,10 @@ from labeler.store.workspace import open_workspace  # noqa: E402
 from tests.conftest import PROJECT_YAML, write_project  # noqa: E402
 from tests.review_client import serve  # noqa: E402
 
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-def fill(root: Path, url: str, items: int) -> list[str]:
+
+def fill(root: Path, url: str, items: int, users: int) -> list[str]:
     ws = open_workspace(root, url=url)
     csv = root / "items.csv"
     with csv.open("w") as out:
@@ -46,35 +58,79 @@ def fill(root: Path, url: str, items: int) -> list[str]:
     import_items(ws, csv)
     with ws.session() as s:
         ids = list(s.scalars(select(models.Item.id)))
+    machine = {"label": "positive", "confidence": 0.6, "reason": "its calibrated confidence is below the level"}
     for start in range(0, len(ids), 10_000):
         with ws.session() as s:
-            upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.6, "state": State.needs_review,
-                                         "method": "bench", "details": {}, "updated_at": utcnow()}
-                                        for i in ids[start:start + 10_000]], ["item_id"])
-    print(f"filled {items:,} items needing review in {time.perf_counter() - started:.1f} s")
-    return [add_user(ws, f"r{k}", Role.reviewer, with_token=True) for k in range(64)]
+            upsert(s, models.Decision, [{"item_id": i, "project_id": ws.project_id, "label": "positive", "confidence": 0.6,
+                                         "state": State.needs_review, "method": "bench", "details": {"machine": machine},
+                                         "updated_at": utcnow()} for i in ids[start:start + 10_000]], ["item_id"])
+    print(f"  filled {items:,} items needing review in {time.perf_counter() - started:.0f} s", flush=True)
+    tokens = [add_user(ws, f"r{k}", Role.reviewer, with_token=True) for k in range(users)]
+    ws.engine.dispose()
+    return tokens
 
 
-def work(base: str, token: str, answers: int, nexts: list, submits: list) -> None:
+def work(base: str, token: str, pace: float, until: float, answers: int, nexts: list, submits: list) -> None:
+    rng = random.Random(token)
+    if pace:  # people do not all arrive in the same millisecond
+        time.sleep(rng.uniform(0, pace))
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as web:
         started = time.perf_counter()
         item = web.get("/api/queue/next").json()["item"]
         nexts.append(time.perf_counter() - started)
-        for _ in range(answers):
-            if item is None:
-                return
+        done = 0
+        while item is not None and done < answers and time.perf_counter() < until:
+            if pace:
+                time.sleep(rng.expovariate(1 / pace))
             started = time.perf_counter()
             response = web.post("/api/queue/submit", json={"item_id": item["item_id"], "label": "negative",
                                                           "client_id": uuid.uuid4().hex})
             submits.append(time.perf_counter() - started)
             response.raise_for_status()
             item = response.json()["item"]
+            done += 1
+
+
+def phase(base: str, tokens: list[str], pace: float, seconds: float, answers: int) -> dict:
+    nexts: list[float] = []
+    submits: list[float] = []
+    until = time.perf_counter() + (seconds if pace else 3600)
+    threads = [threading.Thread(target=work, args=(base, token, pace, until, answers if not pace else 10**9, nexts, submits))
+               for token in tokens]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"nexts": nexts, "submits": submits, "elapsed": time.perf_counter() - started}
+
+
+def ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def bench_store(name: str, url: str, args) -> None:
+    print(f"{name}, {args.items:,} items, overlap {args.overlap}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        yaml_text = PROJECT_YAML.format(name="bench").replace(
+            "  target_accuracy: 0.9\n", f"  target_accuracy: 0.9\n  review_overlap: {args.overlap}\n")
+        root = write_project(Path(tmp) / "proj", yaml_text=yaml_text)
+        url = url or f"sqlite:///{Path(tmp) / 'store.db'}"
+        tokens = fill(root, url, args.items, 2 * sum(args.reviewers))
+        with serve(root, url) as base:
+            for reviewers in args.reviewers:
+                for pace in (args.pace, 0.0):
+                    result = phase(base, [tokens.pop() for _ in range(reviewers)], pace, args.seconds, args.answers)
+                    how = f"paced ({pace:g} s between answers)" if pace else "flat out"
+                    submits = result["submits"]
+                    print(f"  {reviewers:3d} reviewers {how:28s} first lease p50 {ms(result['nexts'], 50):6.1f} "
+                          f"p95 {ms(result['nexts'], 95):6.1f} ms | submit+next p50 {ms(submits, 50):6.1f} "
+                          f"p95 {ms(submits, 95):6.1f} ms (n={len(submits)}) | {len(submits) / result['elapsed']:5.1f} "
+                          "answers/s", flush=True)
 
 
 def fresh_database(server_url: str) -> str:
     """A new database on the PostgreSQL server `server_url` names (left for a look afterwards; its name is printed)."""
-    import uuid
-
     from sqlalchemy import create_engine, make_url, text
 
     from labeler.store.engine import normalise_url
@@ -85,45 +141,32 @@ def fresh_database(server_url: str) -> str:
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
-    print(f"PostgreSQL database {name} (drop it when done)")
+    print(f"  PostgreSQL database {name} (drop it when done)")
     return admin_url.set(database=name).render_as_string(hide_password=False)
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) * 1000
+def postgres_answers() -> bool:
+    return subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432"], capture_output=True).returncode == 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--reviewers", type=int, default=4)
-    parser.add_argument("--answers", type=int, default=150, help="answers per reviewer")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--reviewers", type=int, nargs="+", default=[4, 20], help="reviewers at once, one run each")
+    parser.add_argument("--pace", type=float, default=2.0, help="mean seconds a paced reviewer reads between answers")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long the paced reviewers work")
+    parser.add_argument("--answers", type=int, default=150, help="answers per reviewer flat out")
     parser.add_argument("--overlap", type=int, default=2)
-    parser.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
+    parser.add_argument("--postgres", default=os.environ.get("LABELER_TEST_POSTGRES_URL"),
+                        help=f"a PostgreSQL server to make a database on (default {DEFAULT_POSTGRES} when it answers)")
+    parser.add_argument("--sqlite-only", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        yaml_text = PROJECT_YAML.format(name="bench").replace(
-            "  target_accuracy: 0.9\n", f"  target_accuracy: 0.9\n  review_overlap: {args.overlap}\n")
-        root = write_project(Path(tmp) / "proj", yaml_text=yaml_text)
-        url = fresh_database(args.store) if args.store else f"sqlite:///{Path(tmp) / 'store.db'}"
-        tokens = fill(root, url, args.items)
-        with serve(root, url) as base:
-            nexts: list[float] = []
-            submits: list[float] = []
-            threads = [threading.Thread(target=work, args=(base, tokens[k], args.answers, nexts, submits))
-                       for k in range(args.reviewers)]
-            started = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - started
-    store = "PostgreSQL" if args.store else "SQLite"
-    print(f"{store}, {args.items:,} items, {args.reviewers} reviewers at once, overlap {args.overlap}")
-    print(f"  next (first lease):  p50 {percentile(nexts, 50):7.1f} ms  p95 {percentile(nexts, 95):7.1f} ms  (n={len(nexts)})")
-    print(f"  submit + next:       p50 {percentile(submits, 50):7.1f} ms  p95 {percentile(submits, 95):7.1f} ms  "
-          f"(n={len(submits)})")
-    print(f"  answers per second:  {len(submits) / elapsed:.1f}")
+    bench_store("SQLite", "", args)
+    postgres = args.postgres or (DEFAULT_POSTGRES if postgres_answers() else None)
+    if args.sqlite_only or not postgres:
+        print("PostgreSQL: skipped" + ("" if args.sqlite_only else " (no server answers; give --postgres URL)"))
+        return
+    bench_store("PostgreSQL", fresh_database(postgres), args)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, select, update
 
 from labeler.errors import LabelerError
 from labeler.store import audit, models
@@ -80,16 +80,15 @@ def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, clie
     overlap = overlap or ws.config.routing.review_overlap
     with write_transaction(ws.engine) as c:
         lock_decision(c, item_id)
-        done = c.execute(select(Task.id).where(Task.user_id == user.id, Task.item_id == item_id,
-                                            Task.client_id == client_id)).first()
+        live = and_(Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at > utcnow())
+        tasks = c.execute(  # this user's tasks on the item: a few at most
+            select(Task.id, Task.qualification_id, Task.client_id, live.label("live")).join(Item, Item.id == Task.item_id)
+            .where(Task.user_id == user.id, Task.item_id == item_id, Item.project_id == ws.project_id)
+            .order_by(Task.id.desc())).all()
+        done = next((t for t in tasks if t.client_id == client_id), None)
         if done:
-            return {"status": "duplicate", "task_id": done[0]}
-        task = c.execute(
-            select(Task.id, Task.qualification_id).join(Item, Item.id == Task.item_id)
-            .where(Task.user_id == user.id, Task.item_id == item_id, Task.submitted_at.is_(None),
-                   Task.skipped_at.is_(None), Task.expires_at > utcnow(), Item.project_id == ws.project_id)
-            .order_by(Task.id.desc()).limit(1)
-        ).first()
+            return {"status": "duplicate", "task_id": done.id}
+        task = next((t for t in tasks if t.live), None)
         if task is None:  # never leased, skipped, expired (its slot may have gone to someone else), another project's
             raise Conflict("no live lease on this item: ask for the next item")
         c.execute(update(Task).where(Task.id == task[0]).values(
@@ -211,7 +210,7 @@ def promote_to_gold(ws: Workspace, user: Member, item_id: int, label: str, split
             c.execute(insert(models.GoldLabel).values(item_id=item_id, label=label, split=split, created_at=utcnow()))
         values = {"label": label, "confidence": 1.0, "state": State.gold, "method": "gold", "updated_at": utcnow()}
         if not c.execute(update(Decision).where(Decision.item_id == item_id).values(**values)).rowcount:
-            c.execute(insert(Decision).values(item_id=item_id, details={}, **values))
+            c.execute(insert(Decision).values(item_id=item_id, project_id=ws.project_id, details={}, **values))
         audit.record(c, "gold.add", user_id=user.id, project_id=ws.project_id, item_id=item_id, label=label, split=split.value,
                      before=list(before) if before else None)
 

@@ -18,21 +18,22 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
     gives gold items the view a new item with their votes would get), except on blind items, which show none."""
     if lease is None:
         return None
-    Vote, Annotator = models.Vote, models.Annotator
-    with ws.session() as s:
-        rows = s.execute(
+    Vote, Annotator, Decision = models.Vote, models.Annotator, models.Decision
+    with ws.engine.connect() as c:
+        rows = c.execute(
             select(Annotator.name, Vote.label, Vote.probs, Vote.version).join(Annotator, Annotator.id == Vote.annotator_id)
             .where(Vote.item_id == lease.item_id).order_by(Vote.id)
         ).all()
-        decision = s.get(models.Decision, lease.item_id)
-        names = dict(s.execute(select(models.PromptVersion.content_hash, models.PromptVersion.name)
-                               .where(models.PromptVersion.project_id == ws.project_id)).all())
+        details = c.execute(select(Decision.details).where(Decision.item_id == lease.item_id)).scalar()
+        names = _version_names(c, ws, {row.version for row in rows})
         progress = None
         if lease.qualification is not None:
-            done = s.scalar(select(func.count()).select_from(models.ReviewTask).where(
+            done = c.scalar(select(func.count()).select_from(models.ReviewTask).where(
                 models.ReviewTask.qualification_id == lease.qualification, models.ReviewTask.submitted_at.is_not(None)))
-            progress = {"answered": done, "of": s.get(models.Qualification, lease.qualification).items}
-    machine = (decision.details or {}).get("machine", {}) if decision is not None else {}
+            of = c.scalar(select(models.Qualification.items).where(models.Qualification.id == lease.qualification))
+            progress = {"answered": done, "of": of}
+    details = details or {}
+    machine = details.get("machine", {})
     if "asked" in machine:  # the votes the run's cascade bought for it, the same rule for gold and new items
         shown = {tuple(pair) for pair in machine["asked"]}
         rows = [row for row in rows if (row.name, row.version) in shown]
@@ -43,7 +44,7 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
     votes = [MachineVote(annotator=name, label=task.exported(label, text), version=names.get(version, version),
                          probability=round(probs[label], 3) if probs and label in probs else None)
              for name, (label, probs, version) in newest.items()]
-    answers = decision.details.get("decided_by", []) if decision is not None and user.role in EXPERTS else []
+    answers = details.get("decided_by", []) if user.role in EXPERTS else []
     common = dict(task_id=lease.task_id, item_id=lease.item_id, external_id=lease.external_id, fields=lease.fields,
                   answers=answers, expires_at=lease.expires_at.isoformat(), qualification=progress, task=task.name)
     if lease.blind:
@@ -52,3 +53,19 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
     return Card(**common, suggestion=task.exported(machine.get("label"), text), confidence=machine.get("confidence"),
                 preselect=machine.get("label") is not None and sure,
                 label_confidence=machine.get("label_confidence"), votes=votes, reason=machine.get("reason"), blind=False)
+
+
+_names: dict[tuple, tuple[dict[str, str], set[str]]] = {}  # per store and project: names by hash, versions looked up
+
+
+def _version_names(c, ws: Workspace, versions: set[str]) -> dict[str, str]:
+    """Readable names of prompt versions (immutable once made: read again only when a version not looked up
+    before turns up; a model's fingerprint has no name and stays as it is)."""
+    key = (str(ws.engine.url), ws.project_id)
+    names, looked_up = _names.get(key, ({}, set()))
+    if not versions <= looked_up:
+        PromptVersion = models.PromptVersion
+        names = dict(c.execute(select(PromptVersion.content_hash, PromptVersion.name)
+                               .where(PromptVersion.project_id == ws.project_id)).all())
+        _names[key] = names, looked_up | versions
+    return names

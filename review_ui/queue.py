@@ -10,6 +10,7 @@ with a lease (answer, skip, undo) is review_ui.answers.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from labeler.store.users import Member
 from labeler.store.workspace import Workspace
 from review_ui import qualification
 
-CANDIDATES = 50  # open items examined per lease attempt
 GOLD_NEAREST = 5  # hidden gold drawn from this many nearest in confidence to the item it stands in for
 _ORDER = random.Random()  # the order open items are offered in
 BUSY_RETRIES = 20
@@ -37,6 +37,21 @@ Membership = models.Membership
 
 class _Busy(Exception):
     """Every open item was locked by another reviewer's transaction: look again in a moment."""
+
+
+class _Recent:
+    """Values computed at most every `seconds` per key, in this process: what steers the queue but need not be
+    exact to the moment (a reviewer's accuracy per label, where a level's item ids begin and end)."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.values = seconds, {}
+
+    def get(self, key, compute):
+        at, value = self.values.get(key, (None, None))
+        if at is None or time.monotonic() - at >= self.seconds:
+            value = compute()
+            self.values[key] = (time.monotonic(), value)
+        return value
 
 
 class Conflict(LabelerError):
@@ -61,7 +76,6 @@ def lease_next(ws: Workspace, user: Member, *, overlap: int | None = None,
     overlap = overlap or routing.review_overlap
     expires = utcnow() + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
     gold_share = routing.review_gold_share if gold_share is None else gold_share
-    expire_leases(ws)
     for attempt in range(BUSY_RETRIES):
         try:
             return _lease_next(ws, user, overlap, expires, gold_share)
@@ -74,8 +88,9 @@ def lease_next(ws: Workspace, user: Member, *, overlap: int | None = None,
 def _lease_next(ws: Workspace, user: Member, overlap: int, expires: datetime, gold_share: float) -> Lease | None:
     now = utcnow()
     with write_transaction(ws.engine) as c:
+        _drop_expired(c, now)
         held = c.execute(
-            select(Task.id, Task.item_id, Task.expires_at).join(Item, Item.id == Task.item_id)
+            select(Task.id).join(Item, Item.id == Task.item_id)
             .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.skipped_at.is_(None),
                    Task.expires_at > now, Item.project_id == ws.project_id).limit(1)
         ).first()
@@ -104,10 +119,10 @@ def _lease_next(ws: Workspace, user: Member, overlap: int, expires: datetime, go
 def _new_task(c, item_id: int, user: Member, now: datetime, expires: datetime, *, blind: bool,
               attempt: int | None = None) -> int:
     """A lease row, with what the screen will show of the machines: the suggestion is kept as shown."""
-    machine = (c.execute(select(Decision.details).where(Decision.item_id == item_id)).scalar() or {}).get("machine", {})
+    suggested = None if blind else c.execute(select(_SUGGESTED).where(Decision.item_id == item_id)).scalar()
     return c.execute(insert(Task).values(
         item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires, blind=blind,
-        suggested=None if blind else machine.get("label"), qualification_id=attempt).returning(Task.id)).scalar_one()
+        suggested=suggested, qualification_id=attempt).returning(Task.id)).scalar_one()
 
 
 def count_review(c, item_id: int, change: int) -> None:
@@ -115,67 +130,148 @@ def count_review(c, item_id: int, change: int) -> None:
     c.execute(update(Decision).where(Decision.item_id == item_id).values(review_count=Decision.review_count + change))
 
 
+_SUGGESTED = Decision.details[("machine", "label")].as_string()
+WINDOW = 100  # index entries of one level a lease reads: the work per lease is bounded, whatever the backlog
+CANDIDATES = 50  # open items of a window tried, in order, for a slot
+
+
+@dataclass(frozen=True)
+class _Level:
+    """Open items of one queue level: needs_review with `count` reviews so far, or escalated (count None)."""
+
+    state: State
+    count: int | None = None
+
+    def where(self, project_id: int):
+        level = and_(Decision.project_id == project_id, Decision.state == self.state)
+        return level if self.count is None else and_(level, Decision.review_count == self.count)
+
+
 def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime) -> int | None:
-    """Claim a slot on an open item (count it) and return the item; experts look at escalated items first."""
-    mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
-    in_project = select(Item.id).where(Item.id == Decision.item_id, Item.project_id == ws.project_id).exists()
-    # One expert per escalated item, whoever reviewed it before; an expert's "I don't know" frees it.
-    expert_on_it = (
-        select(Task.id).join(Membership, (Membership.user_id == Task.user_id) & (Membership.project_id == ws.project_id))
-        .where(Task.item_id == Decision.item_id, Membership.role.in_(EXPERTS), Task.skipped_at.is_(None),
-               or_(and_(Task.submitted_at.is_(None), Task.expires_at > now), Task.label.is_not(None)))
-        .exists()
-    )
-    levels = []
-    if user.role in EXPERTS:
-        levels.append(and_(Decision.state == State.escalated, ~expert_on_it))
-    # Items closest to done first: one level of review_count at a time, each read in index order.
-    levels += [and_(Decision.state == State.needs_review, Decision.review_count == n) for n in reversed(range(overlap))]
-    busy = False
-    skill = _label_skill(c, ws, user)
-    suggested = Decision.details[("machine", "label")].as_string()
+    """Claim a slot on an open item (count it) and return the item; experts look at escalated items first.
+
+    Items closest to done come first, one level of review_count at a time. Each level is read from the
+    queue index a window at a time (from a random point, or from the start in import order), so a lease
+    costs the same at a thousand items as at a million. Only when no window held an item open to this user
+    is a level searched whole: the end of the queue, where what is left is the user's own or taken."""
+    levels = [_Level(State.escalated)] if user.role in EXPERTS else []
+    levels += [_Level(State.needs_review, n) for n in reversed(range(overlap))]
+    shuffled = ws.config.routing.review_order == "random"
+    busy, partial = False, []
     for level in levels:
-        open_now = and_(level, ~mine, in_project)
-        candidates = _candidates(c, level, open_now, suggested, ws.config.routing.review_order == "random")
-        if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
-            candidates = sorted(candidates, key=lambda row: -skill.get(row[1], min(skill.values())))
-        for candidate, _ in candidates:
-            this = select(Decision.item_id).where(Decision.item_id == candidate)
-            if c.dialect.name == "postgresql" and c.execute(this.with_for_update(skip_locked=True)).first() is None:
-                busy = True  # another reviewer is taking or settling it right now
-                continue
-            # Checked again now that the row is ours: the list above came from an older snapshot.
-            if c.execute(this.where(open_now)).first():
-                count_review(c, candidate, +1)
-                return candidate
+        ids, whole = _window(c, ws.project_id, level, shuffled)
+        if not whole:
+            partial.append(level)
+        found, locked = _claim(c, ws, user, level, _open_to(c, ws, user, ids, level, now), now)
+        if found is not None:
+            return found
+        busy |= locked
+    for level in partial:  # near the end of the queue: the whole level, searched by the store
+        found, locked = _claim(c, ws, user, level, _search(c, ws, user, level, now), now)
+        if found is not None:
+            return found
+        busy |= locked
     if busy:
         raise _Busy
     return None
 
 
-def _candidates(c, level, open_now, suggested, shuffled: bool) -> list:
-    """Up to CANDIDATES open items of a level in import order, or in random order: the run of item ids
-    from a random point (wrapping round), shuffled. Hidden gold is drawn at random too, so in random
-    order the order items arrive in says nothing of which are gold. Both read the queue index."""
-    query = select(Decision.item_id, suggested).where(open_now).order_by(Decision.item_id).limit(CANDIDATES)
-    if not shuffled:
-        return c.execute(query).all()
-    low, high = c.execute(select(func.min(Decision.item_id), func.max(Decision.item_id)).where(level)).one()
-    if low is None:
+def _window(c, project_id: int, level: _Level, shuffled: bool) -> tuple[list[int], bool]:
+    """Up to WINDOW item ids of a level in index order: from a random item id (wrapping round) when shuffled,
+    else from the first; and whether that is the whole level. Hidden gold is drawn at random too, so in
+    random order the order items arrive in says nothing of which are gold."""
+    query = select(Decision.item_id).where(level.where(project_id))
+    if level.count is None:  # escalated: few, and experts take them in order
+        ids = c.execute(query.order_by(Decision.review_count, Decision.item_id).limit(WINDOW + 1)).scalars().all()
+        return ids[:WINDOW], len(ids) <= WINDOW
+    ordered = query.order_by(Decision.item_id)
+    pivot = None
+    if shuffled:
+        low, high = _bounds.get((str(c.engine.url), project_id, level), lambda: (
+            c.execute(ordered.limit(1)).scalar(), c.execute(query.order_by(Decision.item_id.desc()).limit(1)).scalar()))
+        pivot = None if low is None else _ORDER.randint(low, high)
+    ids = c.execute((ordered if pivot is None else ordered.where(Decision.item_id >= pivot)).limit(WINDOW + 1)).scalars().all()
+    if pivot is not None and len(ids) <= WINDOW:
+        ids += c.execute(ordered.where(Decision.item_id < pivot).limit(WINDOW + 1 - len(ids))).scalars().all()
+    if shuffled:
+        ids = ids[:WINDOW]
+        _ORDER.shuffle(ids)
+        return ids, len(ids) < WINDOW
+    return ids[:WINDOW], len(ids) <= WINDOW
+
+
+_bounds = _Recent(5.0)  # a level's first and last item id: where a random window may start
+
+
+def _not_for(user: Member, project_id: int, now: datetime, level: _Level):
+    """Conditions on a decision row that keep it from this user: an item they have had a task on, and for
+    an escalated item one expert on it already (whoever reviewed it before; an expert's "I don't know" frees it)."""
+    mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
+    if level.count is not None:
+        return mine
+    expert_on_it = (
+        select(Task.id).join(Membership, (Membership.user_id == Task.user_id) & (Membership.project_id == project_id))
+        .where(Task.item_id == Decision.item_id, Membership.role.in_(EXPERTS), Task.skipped_at.is_(None),
+               or_(and_(Task.submitted_at.is_(None), Task.expires_at > now), Task.label.is_not(None)))
+        .exists()
+    )
+    return or_(mine, expert_on_it)
+
+
+def _open_to(c, ws: Workspace, user: Member, ids: list[int], level: _Level, now: datetime) -> list[int]:
+    """The ids (in their order) still open to this user."""
+    if not ids:
         return []
-    pivot = _ORDER.randint(low, high)
-    found = c.execute(query.where(Decision.item_id >= pivot)).all()
-    if len(found) < CANDIDATES:
-        found += c.execute(query.where(Decision.item_id < pivot).limit(CANDIDATES - len(found))).all()
-    _ORDER.shuffle(found)
-    return found
+    taken = set(c.execute(select(Decision.item_id).where(Decision.item_id.in_(ids),
+                                                         _not_for(user, ws.project_id, now, level))).scalars())
+    return [i for i in ids if i not in taken][:CANDIDATES]
+
+
+def _search(c, ws: Workspace, user: Member, level: _Level, now: datetime) -> list[int]:
+    """Up to CANDIDATES items of a level open to this user, however far into the level they lie."""
+    return c.execute(select(Decision.item_id).where(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
+                     .order_by(Decision.item_id).limit(CANDIDATES)).scalars().all()
+
+
+def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[int], now: datetime) -> tuple[int | None, bool]:
+    """Count a slot on the first candidate still open (the reviewer's most accurate likely label first);
+    returns it, and whether another reviewer's transaction held some of them."""
+    skill = _label_skill(c, ws, user) if candidates else {}
+    if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
+        suggested = dict(c.execute(select(Decision.item_id, _SUGGESTED).where(Decision.item_id.in_(candidates))).all())
+        candidates = sorted(candidates, key=lambda i: -skill.get(suggested.get(i), min(skill.values())))
+    busy = False
+    if c.dialect.name == "sqlite":  # the lists above were read under the write lock this transaction holds
+        candidates = candidates[:1]
+    else:
+        open_now = and_(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
+    for candidate in candidates:
+        if c.dialect.name == "postgresql":
+            this = select(Decision.item_id).where(Decision.item_id == candidate)
+            if c.execute(this.with_for_update(skip_locked=True)).first() is None:
+                busy = True  # another reviewer is taking or settling it right now
+                continue
+            # Checked again now that the row is ours: the list above came from an older snapshot.
+            if not c.execute(this.where(open_now)).first():
+                continue
+        count_review(c, candidate, +1)
+        return candidate, busy
+    return None, busy
 
 
 SKILL_HISTORY = 10  # hidden gold answers per label before a reviewer's accuracy on it steers the queue
 
 
 def _label_skill(c, ws: Workspace, user: Member) -> dict[str, float]:
-    """The reviewer's accuracy on hidden gold, per gold label, where there is enough history for two labels."""
+    """The reviewer's accuracy on hidden gold, per gold label, where there is enough history for two labels
+    (read at most every few seconds per reviewer: it moves with their answers on gold, a tenth of them or so)."""
+    return _skills.get((str(c.engine.url), ws.project_id, user.id), lambda: _read_label_skill(c, ws, user))
+
+
+_skills = _Recent(10.0)
+
+
+def _read_label_skill(c, ws: Workspace, user: Member) -> dict[str, float]:
     Gold = models.GoldLabel
     rows = c.execute(
         select(Gold.label, func.count(), func.sum(case((Task.label == Gold.label, 1), else_=0)))
@@ -192,15 +288,16 @@ def _unseen_gold(c, ws: Workspace, user: Member, like: int) -> int | None:
     item `like`: one the machines would have sent to review, with the same annotators asked and the same
     reason, and of the gold that does, one of the nearest in confidence. A gold card unlike the cards real
     items make (a confidence no review item has, no votes, a reason or a vote count that only gold gets
-    because its fold's model scored it) would be a tell; so the gold shown follows the queue's own mix."""
+    because its fold's model scored it) would be a tell; so the gold shown follows the queue's own mix.
+    Read from the project's gold decisions (their range of the queue index), not from its items."""
     view = Decision.details[("machine",)]
     asked, reason, confidence = (view["asked"].as_string(), view["reason"].as_string(), view["confidence"].as_float())
     want = c.execute(select(asked, reason, confidence).where(Decision.item_id == like)).one()
-    seen = select(Task.id).where(Task.item_id == models.GoldLabel.item_id, Task.user_id == user.id).exists()
-    query = (select(models.GoldLabel.item_id).join(Item, Item.id == models.GoldLabel.item_id)
-             .join(Decision, Decision.item_id == models.GoldLabel.item_id)
-             .where(Item.project_id == ws.project_id, models.GoldLabel.split != Split.examples, ~seen,
-                    view["review"].as_boolean().is_(True), _same(asked, want[0]), _same(reason, want[1])))
+    Gold = models.GoldLabel
+    seen = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
+    query = (select(Decision.item_id).join(Gold, Gold.item_id == Decision.item_id)
+             .where(Decision.project_id == ws.project_id, Decision.state == State.gold, Gold.split != Split.examples,
+                    ~seen, view["review"].as_boolean().is_(True), _same(asked, want[0]), _same(reason, want[1])))
     nearest = query.order_by(func.abs(confidence - want[2]) if want[2] is not None else func.random()).limit(GOLD_NEAREST)
     found = c.execute(nearest).scalars().all()
     return _ORDER.choice(found) if found else None
@@ -243,25 +340,45 @@ def waiting(ws: Workspace, user: Member) -> str | None:
 
 
 WAITING_SECONDS = 15.0  # how stale the screen's count of waiting items may be (counting them reads the backlog)
-_waiting: dict[tuple, tuple[float, int]] = {}
+_waiting: dict[tuple, tuple[float, int]] = {}  # per store and project: when counted, how many
+_counting: set[tuple] = set()
+_counting_lock = threading.Lock()
 
 
 def progress(ws: Workspace, user: Member) -> dict:
-    """The reviewer's progress: items they answered, and items waiting for people in the project (counted at
-    most every WAITING_SECONDS per project and process: at a million items a count is no per-answer cost)."""
-    with ws.session() as s:
-        mine = s.scalar(select(func.count()).select_from(Task).join(Item, Item.id == Task.item_id).where(
+    """The reviewer's progress: items they answered, and items waiting for people in the project."""
+    with ws.engine.connect() as c:
+        mine = c.scalar(select(func.count()).select_from(Task).join(Item, Item.id == Task.item_id).where(
             Item.project_id == ws.project_id, Task.user_id == user.id, Task.submitted_at.is_not(None)))
-        key = (str(ws.engine.url), ws.project_id)
-        at, count = _waiting.get(key, (-WAITING_SECONDS, 0))
-        if time.monotonic() - at >= WAITING_SECONDS:
-            count = int(s.scalar(select(func.count()).select_from(Decision).join(Item, Item.id == Decision.item_id)
-                                 .where(Item.project_id == ws.project_id,
-                                        Decision.state.in_([State.needs_review, State.escalated]))) or 0)
-            _waiting[key] = (time.monotonic(), count)
-    return {"answered": int(mine or 0), "waiting": count}
+    return {"answered": int(mine or 0), "waiting": _waiting_count(ws)}
 
 
+def _waiting_count(ws: Workspace) -> int | None:
+    """Items waiting for people in the project, counted in the background at most every WAITING_SECONDS per
+    project and process (None until first counted): a count reads the project's whole backlog, and at a
+    million items no answer should wait for it."""
+    key = (str(ws.engine.url), ws.project_id)
+    at, count = _waiting.get(key, (None, None))
+    if at is None or time.monotonic() - at >= WAITING_SECONDS:
+        with _counting_lock:
+            start = key not in _counting
+            _counting.add(key)
+        if start:
+            threading.Thread(target=_count_waiting, args=(ws, key), daemon=True).start()
+    return count
+
+
+def _count_waiting(ws: Workspace, key: tuple) -> None:
+    try:
+        with ws.engine.connect() as c:
+            count = c.scalar(select(func.count()).select_from(Decision).where(
+                Decision.project_id == ws.project_id, Decision.state.in_([State.needs_review, State.escalated])))
+        _waiting[key] = (time.monotonic(), int(count or 0))
+    except Exception:  # the store is away for now: the old count stands, and the next look tries again
+        pass
+    finally:
+        with _counting_lock:
+            _counting.discard(key)
 
 
 def drop_leases(c, *conditions) -> int:
@@ -275,14 +392,16 @@ def drop_leases(c, *conditions) -> int:
 
 
 
+def _drop_expired(c, now: datetime) -> int:
+    """Drop leases past their expiry, so their items return to the queue (a cheap indexed look first, so
+    most calls write nothing); returns how many."""
+    expired = (Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at <= now)
+    if c.execute(select(Task.id).where(*expired).limit(1)).first() is None:
+        return 0
+    return drop_leases(c, *expired[2:])
+
+
 def expire_leases(ws: Workspace) -> int:
     """Drop leases past their expiry, so their items return to the queue; returns how many."""
-    expired = (Task.expires_at <= utcnow(),)
-    with ws.session() as s:  # a cheap look first (an index covers it), so most calls write nothing
-        if s.execute(select(Task.id).where(Task.submitted_at.is_(None), Task.skipped_at.is_(None), *expired)
-                     .limit(1)).first() is None:
-            return 0
     with write_transaction(ws.engine) as c:
-        return drop_leases(c, *expired)
-
-
+        return _drop_expired(c, utcnow())

@@ -49,7 +49,7 @@ class Card(BaseModel):
 class Next(BaseModel):
     item: Card | None  # None: nothing left to review
     message: str | None = None  # why there is no item, when there is a reason other than an empty queue
-    progress: dict | None = None  # {answered: by this reviewer, waiting: items waiting for people}
+    progress: dict | None = None  # {answered: by this reviewer, waiting: items waiting for people (null until counted)}
 
 
 class Submission(BaseModel):

@@ -122,7 +122,7 @@ def write_decisions(ws: Workspace, rows: list[dict], run_id: int) -> dict:
     who took or answered an item during the run keeps it); return this run's decisions per state."""
     Decision = models.Decision
     with ws.session() as s:
-        upsert(s, Decision, rows, keys=["item_id"], where=MACHINE_OWNED)
+        upsert(s, Decision, [row | {"project_id": ws.project_id} for row in rows], keys=["item_id"], where=MACHINE_OWNED)
         return dict(s.execute(
             select(Decision.state, func.count()).join(models.Item, models.Item.id == Decision.item_id)
             .where(models.Item.project_id == ws.project_id, Decision.details["run"].as_integer() == run_id,

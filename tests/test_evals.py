@@ -214,7 +214,7 @@ def test_guideline_suggestions_from_overturned_items(tmp_path):
     with ws.session() as s:  # what the review UI does when a reviewer overturns the machine
         ids = dict(s.execute(sa_select(models.Item.external_id, models.Item.id)).all())
         for external_id, label in (("n1", "neutral"), ("n2", "negative")):
-            s.merge(models.Decision(item_id=ids[external_id], label=label, state=models.State.confirmed, method="review"))
+            s.merge(models.Decision(item_id=ids[external_id], project_id=ws.project_id, label=label, state=models.State.confirmed, method="review"))
     groups = overturned(ws)
     assert list(groups) == [("positive", "neutral")] and groups[("positive", "neutral")][0]["id"] == "n1"
     markdown = suggest_markdown(groups)

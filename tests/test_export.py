@@ -22,7 +22,7 @@ def _seed(ws, tmp_path):
                           probs={"positive": 0.8, "negative": 0.1, "neutral": 0.1}, cost=0.001))
         s.add(models.Vote(item_id=items["b"], annotator_id=tfidf.id, version="h1", label=None,
                           abstain_reason="unparsable", raw="???"))
-        s.add(models.Decision(item_id=items["a"], label="positive", confidence=0.8, state=models.State.auto,
+        s.add(models.Decision(item_id=items["a"], project_id=ws.project_id, label="positive", confidence=0.8, state=models.State.auto,
                               method="majority"))
     return items
 

@@ -198,7 +198,7 @@ def awaiting_review(ws, suggestions: dict[str, str | None]):
                              .outerjoin(models.GoldLabel, models.GoldLabel.item_id == models.Item.id)
                              .where(models.GoldLabel.item_id.is_(None))).all())
         upsert(s, models.Decision, [
-            {"item_id": i, "label": suggestions.get(ext), "confidence": 0.5, "state": models.State.needs_review,
+            {"item_id": i, "project_id": ws.project_id, "label": suggestions.get(ext), "confidence": 0.5, "state": models.State.needs_review,
              "method": "cascade", "updated_at": models.utcnow(),
              "details": {"machine": {"label": suggestions.get(ext), "confidence": 0.5, "reason": "below the level",
                                      **({"label_confidence": {"defect": 0.62}} if suggestions.get(ext) else {})}}}

@@ -188,7 +188,7 @@ def test_item_text_and_ids_are_escaped_in_pages(app, ws, tmp_path):
     make_users(ws, ann=Role.reviewer, bob=Role.reviewer, meg=Role.manager)
     from labeler.store.engine import upsert
     with ws.session() as s:
-        upsert(s, models.Decision, [{"item_id": item_id, "label": "positive", "state": State.needs_review,
+        upsert(s, models.Decision, [{"item_id": item_id, "project_id": ws.project_id, "label": "positive", "state": State.needs_review,
                                      "method": "m", "details": {}}], ["item_id"])
     ws.config.routing.review_overlap = 2
     for name, label in (("ann", "positive"), ("bob", "negative")):

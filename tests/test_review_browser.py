@@ -28,7 +28,7 @@ def review_project(tmp_path):
         s.add_all(models.Vote(item_id=i, annotator_id=annotator, version="m1", label="positive",
                               probs={"positive": 0.61, "negative": 0.3, "neutral": 0.09}) for i in ids.values())
         machine = {"label": "positive", "confidence": 0.55, "reason": "its calibrated confidence is below the level"}
-        upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.55, "state": State.needs_review,
+        upsert(s, models.Decision, [{"item_id": i, "project_id": ws.project_id, "label": "positive", "confidence": 0.55, "state": State.needs_review,
                                      "method": "cascade", "details": {"machine": machine}, "updated_at": utcnow()}
                                     for i in ids.values()], ["item_id"])
     make_users(ws, ann=Role.reviewer)

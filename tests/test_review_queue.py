@@ -23,9 +23,9 @@ from tests.conftest import write_file
 def needing_review(ws, tmp_path, n):
     import_items(ws, write_file(tmp_path / "i.csv", "id,text\n" + "".join(f"i{k},text {k}\n" for k in range(n))))
     with ws.session() as s:
-        ids = list(s.scalars(select(models.Item.id)))
+        ids = list(s.scalars(select(models.Item.id).where(models.Item.project_id == ws.project_id)))
         machine = {"label": "positive", "confidence": 0.5, "reason": "its calibrated confidence is below the level"}
-        upsert(s, models.Decision, [{"item_id": i, "label": "positive", "confidence": 0.5, "state": State.needs_review,
+        upsert(s, models.Decision, [{"item_id": i, "project_id": ws.project_id, "label": "positive", "confidence": 0.5, "state": State.needs_review,
                                      "method": "cascade", "details": {"machine": machine}, "updated_at": utcnow()}
                                     for i in ids], ["item_id"])
     return ids
@@ -266,12 +266,67 @@ def test_client_ids_are_one_users_per_item_so_another_project_reusing_one_is_rec
 def test_progress_counts_a_reviewers_answers_and_the_waiting_items_at_most_every_few_seconds(ws, tmp_path, monkeypatch):
     from review_ui import queue
 
+    def waiting_becomes(count):  # counted in the background: no answer waits for a count of the backlog
+        waited = time.monotonic()
+        while queue.progress(ws, ann)["waiting"] != count and time.monotonic() - waited < 10:
+            time.sleep(0.05)
+
     needing_review(ws, tmp_path, 5)
     ann = user(ws, "ann")
+    assert queue.progress(ws, ann) == {"answered": 0, "waiting": None}  # not counted yet
+    waiting_becomes(5)
     assert queue.progress(ws, ann) == {"answered": 0, "waiting": 5}
     submit(ws, ann, lease_next(ws, ann).item_id, label="positive", client_id="c1")
     bob = user(ws, "bob")
     submit(ws, bob, lease_next(ws, bob).item_id, label="positive", client_id="c2")  # two items settled
     assert queue.progress(ws, ann) == {"answered": 1, "waiting": 5}  # the count of waiting items is a moment old
-    monkeypatch.setattr(queue, "WAITING_SECONDS", 0.0)
+    monkeypatch.setattr(queue, "WAITING_SECONDS", 0.0)  # stale now: counted again
+    waiting_becomes(3)
     assert queue.progress(ws, ann) == {"answered": 1, "waiting": 3}
+
+
+def _answered(ws, item_ids, reviewer):
+    """Submitted tasks of `reviewer` on these items, each counted on its decision (as the queue keeps it)."""
+    with ws.session() as s:
+        for k, item_id in enumerate(item_ids):
+            s.add(models.ReviewTask(item_id=item_id, user_id=reviewer.id, leased_at=utcnow(), expires_at=utcnow(),
+                                    submitted_at=utcnow(), label="positive", client_id=f"{reviewer.name}{k}"))
+            s.get(models.Decision, item_id).review_count += 1
+
+
+def test_a_lease_reads_a_window_of_the_queue_and_searches_a_level_whole_only_near_its_end(ws, tmp_path, monkeypatch):
+    """A lease reads WINDOW entries of each level, so its work does not grow with the backlog; an item open to
+    the reviewer beyond every window (the end of the queue: all else is theirs) is still found."""
+    from review_ui import queue
+
+    monkeypatch.setattr(queue, "WINDOW", 5)
+    ids = needing_review(ws, tmp_path, 30)
+    ann, cat = user(ws, "ann"), user(ws, "cat")
+    _answered(ws, ids[:29], ann)  # level 1 (overlap 2): ann's own answers, then one item cat answered
+    _answered(ws, ids[29:], cat)
+    reads = []
+    monkeypatch.setattr(queue, "_search", lambda *args, real=queue._search: reads.append(1) or real(*args))
+    assert lease_next(ws, ann, overlap=2, gold_share=0).item_id == ids[29]
+    assert reads == [1]  # found by searching the level whole: its window held only ann's items
+    bob = user(ws, "bob")
+    assert lease_next(ws, bob, overlap=2, gold_share=0).item_id == ids[0]  # the level's window was enough
+    assert reads == [1]
+
+
+def test_one_project_never_leases_anothers_items_sharing_its_store(ws, tmp_path, monkeypatch):
+    from labeler.store.workspace import open_workspace
+    from review_ui import queue
+    from tests.conftest import write_project
+
+    monkeypatch.setattr(queue, "WINDOW", 5)
+    b = open_workspace(write_project(tmp_path / "b", name="project-b"), url=ws.engine.url.render_as_string(hide_password=False))
+    needing_review(b, tmp_path / "b", 40)  # B's items first: they fill the start of the store's ids
+    mine = needing_review(ws, tmp_path, 2)
+    ann = user(ws, "ann")
+    leased = [lease_next(ws, ann, overlap=1, gold_share=0) for _ in range(2)]
+    assert leased[0].item_id == mine[0] and leased[1].item_id == mine[0]  # the same lease until answered
+    submit(ws, ann, mine[0], label="positive", client_id="a", overlap=1)
+    assert lease_next(ws, ann, overlap=1, gold_share=0).item_id == mine[1]
+    submit(ws, ann, mine[1], label="positive", client_id="b", overlap=1)
+    assert lease_next(ws, ann, overlap=1, gold_share=0) is None
+    b.engine.dispose()

@@ -114,3 +114,20 @@ def test_audit_events_and_client_ids_of_a_store_before_0009_keep_their_project(s
         c.execute(text("INSERT INTO reviewtask (item_id, user_id, leased_at, expires_at, client_id, blind) VALUES "
                        "(2, 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 'c1', false)"))  # another item: its own id
     engine.dispose()
+
+
+def test_decisions_of_a_store_before_0011_take_their_items_project_for_the_queue_index(store_url):
+    engine = _store_at(
+        store_url, "0010",
+        "INSERT INTO project (id, name, labels, config, created_at) VALUES "
+        "(1, 'a', '[]', '{}', CURRENT_TIMESTAMP), (2, 'b', '[]', '{}', CURRENT_TIMESTAMP)",
+        "INSERT INTO item (id, project_id, external_id, fields, content_hash, created_at) VALUES "
+        "(1, 2, 'x', '{}', 'h1', CURRENT_TIMESTAMP), (2, 1, 'y', '{}', 'h2', CURRENT_TIMESTAMP)",
+        "INSERT INTO decision (item_id, state, method, details, updated_at) VALUES "
+        "(1, 'needs_review', 'm', '{}', CURRENT_TIMESTAMP), (2, 'auto', 'm', '{}', CURRENT_TIMESTAMP)")
+    upgrade(engine)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT item_id, project_id FROM decision ORDER BY item_id")).all() == [(1, 2), (2, 1)]
+    columns = [i["column_names"] for i in inspect(engine).get_indexes("decision") if i["name"] == "ix_decision_queue"]
+    assert columns == [["project_id", "state", "review_count", "item_id"]]
+    engine.dispose()

@@ -385,8 +385,8 @@ def _write_chunk(session, project_id: int, chunk: list[_Row], report: ImportRepo
         session,
         models.Decision,
         [
-            {"item_id": i, "label": r.label, "confidence": 1.0, "state": State.gold, "method": "gold",
-             "details": {}, "updated_at": now}
+            {"item_id": i, "project_id": project_id, "label": r.label, "confidence": 1.0, "state": State.gold,
+             "method": "gold", "details": {}, "updated_at": now}
             for i, r in fresh.items()
         ],
         keys=["item_id"],

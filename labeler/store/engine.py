@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +20,7 @@ from labeler.errors import LabelerError
 DATABASE_ENV = "LABELER_DATABASE_URL"
 SQLITE_BUSY_SECONDS = 30  # how long a SQLite writer waits for the lock before the store is "busy"
 SQLITE_FILE = "labeler.db"
+POOL_SIZE = 20  # connections an engine keeps open, and as many again for bursts
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -54,14 +57,18 @@ def make_engine(url: str) -> Engine:
             import psycopg  # noqa: F401
         except ImportError:
             raise LabelerError("a PostgreSQL store needs its extra: pip install 'labeler[postgres]'") from None
+    # Connections kept open for a server's worker threads (anyio runs up to 40 requests at once): past the
+    # pool's size each request beyond it opened and closed its own, which under 20 reviewers at once cost
+    # more than their answers on PostgreSQL. They are made only when needed.
+    pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE}
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False}, **pool)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # No server-side prepared statements: after five runs psycopg prepares a query and PostgreSQL may
     # settle on a generic plan made when a table looked empty, e.g. a big import's lookups by id
     # scanning the whole table each time (measured: 200,000 items took 7 minutes instead of 15 s).
-    return create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None})
+    return create_engine(url, pool_pre_ping=True, connect_args={"prepare_threshold": None}, **pool)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -176,7 +183,9 @@ def write_transaction(engine: Engine):
         with engine.begin() as connection:
             yield connection
         return
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    # Threads of one process queue for the lock here rather than in SQLite's busy handler, which sleeps
+    # and retries (1, 2, 5, 10... ms): under a few reviewers at once that made every tenth answer wait 100+ ms.
+    with _writer_lock(engine), engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield connection
@@ -184,6 +193,15 @@ def write_transaction(engine: Engine):
             connection.exec_driver_sql("ROLLBACK")
             raise
         connection.exec_driver_sql("COMMIT")
+
+
+_writer_locks: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_lock = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.RLock:
+    with _locks_lock:
+        return _writer_locks.setdefault(engine, threading.RLock())
 
 
 def is_deadlock(exc: BaseException) -> bool:

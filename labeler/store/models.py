@@ -116,10 +116,12 @@ class Vote(SQLModel, table=True):
 class Decision(SQLModel, table=True):
     """The current label of an item and how it was reached."""
 
-    # The review queue reads open items level by level of review_count, in item order.
-    __table_args__ = (Index("ix_decision_queue", "state", "review_count", "item_id"),)
+    # The review queue reads a project's open items level by level of review_count, in item order, from
+    # this index alone (and a project's gold from its `gold` range): no row of another project is read.
+    __table_args__ = (Index("ix_decision_queue", "project_id", "state", "review_count", "item_id"),)
 
     item_id: int = Field(foreign_key="item.id", primary_key=True)
+    project_id: int = Field(foreign_key="project.id")  # the item's, kept here for the queue's index
     label: str | None = None
     confidence: float | None = None
     state: State = Field(index=True)

@@ -105,15 +105,23 @@ def authenticate(ws: Workspace, name: str, password: str) -> Member | None:
         return _member(s, ws, user) if user is not None and right else None
 
 
+def _member_where(ws: Workspace, *conditions) -> Member | None:
+    """The enabled user meeting `conditions`, with their role in this project (one read: it runs on every request)."""
+    User, Membership = models.User, models.Membership
+    with ws.engine.connect() as c:
+        row = c.execute(select(User.id, User.name, Membership.role, User.session_generation)
+                        .join(Membership, (Membership.user_id == User.id) & (Membership.project_id == ws.project_id))
+                        .where(User.disabled.is_(False), *conditions)).first()
+    return Member(*row) if row else None
+
+
 def user_for_token(ws: Workspace, token: str) -> Member | None:
-    with ws.session() as s:
-        return _member(s, ws, s.scalars(select(models.User).where(models.User.token_hash == token_digest(token))).first())
+    return _member_where(ws, models.User.token_hash == token_digest(token))
 
 
 def member(ws: Workspace, user_id: int, generation: int | None) -> Member | None:
     """The member behind a session, unless the session's generation has been ended since."""
-    with ws.session() as s:
-        found = _member(s, ws, s.get(models.User, user_id))
+    found = _member_where(ws, models.User.id == user_id)
     return found if found is not None and found.generation == generation else None
 
 

@@ -86,7 +86,8 @@
 
   function show(card, message = null, progress = null) {
     current = card;
-    if (progress) $("progress").textContent = `You answered ${progress.answered} · ${progress.waiting} waiting for people`;
+    if (progress) $("progress").textContent = `You answered ${progress.answered}` +
+      (progress.waiting === null ? "" : ` · ${progress.waiting} waiting for people`);  // null: not counted yet
     $("card").hidden = !card;
     $("empty").hidden = Boolean(card);
     $("empty").textContent = message || "Nothing left to review. Thank you.";
