@@ -21,6 +21,7 @@ from labeler.store.workspace import Workspace
 from review_ui import qualification
 from review_ui.queue import (
     EXPERTS,
+    Busy,
     Conflict,
     Decision,
     Item,
@@ -30,6 +31,8 @@ from review_ui.queue import (
     User,
     count_review,
     drop_leases,
+    lease_in,
+    lease_next,
     lease_of,
     lock_decision,
 )
@@ -66,6 +69,33 @@ def _canonical(ws: Workspace, value, text: str | None = None) -> str:
 def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, client_id: str,
            reason: str | None = None, overlap: int | None = None) -> dict:
     """Record the user's answer (None with a reason: "I don't know"); a retry with the same client id is a no-op."""
+    label = _checked(ws, user, label, reason, client_id)
+    with write_transaction(ws.engine) as c:
+        return _record(c, ws, user, item_id, label, client_id, reason, overlap or ws.config.routing.review_overlap)
+
+
+def submit_and_lease(ws: Workspace, user: Member, item_id: int, *, label: str | None, client_id: str,
+                     reason: str | None = None) -> tuple[dict, Lease | None]:
+    """submit, then the user's next lease in the same transaction: one lock and one commit per answer.
+    When other reviewers' transactions hold every open item, the answer is kept and the lease is asked
+    for again on its own."""
+    label = _checked(ws, user, label, reason, client_id)
+
+    @retry_deadlock
+    def both():
+        with write_transaction(ws.engine) as c:
+            result = _record(c, ws, user, item_id, label, client_id, reason, ws.config.routing.review_overlap)
+            try:
+                return result, lease_in(c, ws, user), False
+            except Busy:
+                return result, None, True
+
+    result, lease, busy = both()
+    return result, lease_next(ws, user) if busy else lease
+
+
+def _checked(ws: Workspace, user: Member, label: str | None, reason: str | None, client_id: str) -> str | None:
+    """The answer in its stored form, or a one-line error for what may not be submitted."""
     if label is not None:
         label = _canonical(ws, label)
     if label is None and not (reason or "").strip():
@@ -77,29 +107,33 @@ def submit(ws: Workspace, user: Member, item_id: int, *, label: str | None, clie
                            "write in your own words why this item cannot be labeled")
     if not client_id.strip():
         raise LabelerError("a submission needs a client id")
-    overlap = overlap or ws.config.routing.review_overlap
-    with write_transaction(ws.engine) as c:
-        lock_decision(c, item_id)
-        live = and_(Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at > utcnow())
-        tasks = c.execute(  # this user's tasks on the item: a few at most
-            select(Task.id, Task.qualification_id, Task.client_id, live.label("live")).join(Item, Item.id == Task.item_id)
-            .where(Task.user_id == user.id, Task.item_id == item_id, Item.project_id == ws.project_id)
-            .order_by(Task.id.desc())).all()
-        done = next((t for t in tasks if t.client_id == client_id), None)
-        if done:
-            return {"status": "duplicate", "task_id": done.id}
-        task = next((t for t in tasks if t.live), None)
-        if task is None:  # never leased, skipped, expired (its slot may have gone to someone else), another project's
-            raise Conflict("no live lease on this item: ask for the next item")
-        c.execute(update(Task).where(Task.id == task[0]).values(
-            submitted_at=utcnow(), client_id=client_id, label=label, reason=reason))
-        state = _settle(c, ws, item_id, overlap)
-        audit.record(c, "review.submit", user_id=user.id, project_id=ws.project_id, item_id=item_id, label=label, reason=reason, state=state)
-        if task.qualification_id is not None:
-            qualification.answered(c, ws, user, task.qualification_id)
-        elif state == "gold" and qualification.check_pause(c, ws, user):
-            drop_leases(c, Task.user_id == user.id)  # paused: their other leases go back to the queue
-        return {"status": "recorded", "task_id": task[0], "state": state}
+    return label
+
+
+def _record(c, ws: Workspace, user: Member, item_id: int, label: str | None, client_id: str, reason: str | None,
+            overlap: int) -> dict:
+    """The answer written inside the caller's transaction, and the item settled by the answers so far."""
+    lock_decision(c, item_id)
+    live = and_(Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at > utcnow())
+    tasks = c.execute(  # this user's tasks on the item: a few at most
+        select(Task.id, Task.qualification_id, Task.client_id, live.label("live")).join(Item, Item.id == Task.item_id)
+        .where(Task.user_id == user.id, Task.item_id == item_id, Item.project_id == ws.project_id)
+        .order_by(Task.id.desc())).all()
+    done = next((t for t in tasks if t.client_id == client_id), None)
+    if done:
+        return {"status": "duplicate", "task_id": done.id}
+    task = next((t for t in tasks if t.live), None)
+    if task is None:  # never leased, skipped, expired (its slot may have gone to someone else), another project's
+        raise Conflict("no live lease on this item: ask for the next item")
+    c.execute(update(Task).where(Task.id == task[0]).values(
+        submitted_at=utcnow(), client_id=client_id, label=label, reason=reason))
+    state = _settle(c, ws, item_id, overlap)
+    audit.record(c, "review.submit", user_id=user.id, project_id=ws.project_id, item_id=item_id, label=label, reason=reason, state=state)
+    if task.qualification_id is not None:
+        qualification.answered(c, ws, user, task.qualification_id)
+    elif state == "gold" and qualification.check_pause(c, ws, user):
+        drop_leases(c, Task.user_id == user.id)  # paused: their other leases go back to the queue
+    return {"status": "recorded", "task_id": task[0], "state": state}
 
 
 

@@ -18,13 +18,12 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
     gives gold items the view a new item with their votes would get), except on blind items, which show none."""
     if lease is None:
         return None
-    Vote, Annotator, Decision = models.Vote, models.Annotator, models.Decision
+    Vote, Annotator = models.Vote, models.Annotator
     with ws.engine.connect() as c:
         rows = c.execute(
             select(Annotator.name, Vote.label, Vote.probs, Vote.version).join(Annotator, Annotator.id == Vote.annotator_id)
             .where(Vote.item_id == lease.item_id).order_by(Vote.id)
         ).all()
-        details = c.execute(select(Decision.details).where(Decision.item_id == lease.item_id)).scalar()
         names = _version_names(c, ws, {row.version for row in rows})
         progress = None
         if lease.qualification is not None:
@@ -32,7 +31,7 @@ def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
                 models.ReviewTask.qualification_id == lease.qualification, models.ReviewTask.submitted_at.is_not(None)))
             of = c.scalar(select(models.Qualification.items).where(models.Qualification.id == lease.qualification))
             progress = {"answered": done, "of": of}
-    details = details or {}
+    details = lease.details or {}
     machine = details.get("machine", {})
     if "asked" in machine:  # the votes the run's cascade bought for it, the same rule for gold and new items
         shown = {tuple(pair) for pair in machine["asked"]}

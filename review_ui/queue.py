@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 
 from labeler.errors import LabelerError
 from labeler.store import models
@@ -35,7 +35,7 @@ Task, Decision, Item, User = models.ReviewTask, models.Decision, models.Item, mo
 Membership = models.Membership
 
 
-class _Busy(Exception):
+class Busy(Exception):
     """Every open item was locked by another reviewer's transaction: look again in a moment."""
 
 
@@ -67,59 +67,70 @@ class Lease:
     expires_at: datetime
     blind: bool = False  # shown with no machine view
     qualification: int | None = None  # the qualification attempt it belongs to
+    details: dict | None = None  # the item's decision details as leased: the machines' view, answers so far
 
 
 def lease_next(ws: Workspace, user: Member, *, overlap: int | None = None,
                lease_minutes: float | None = None, gold_share: float | None = None) -> Lease | None:
     """The user's current lease, or a new one on the open item closest to done; None: nothing to do."""
-    routing = ws.config.routing
-    overlap = overlap or routing.review_overlap
-    expires = utcnow() + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
-    gold_share = routing.review_gold_share if gold_share is None else gold_share
     for attempt in range(BUSY_RETRIES):
         try:
-            return _lease_next(ws, user, overlap, expires, gold_share)
-        except _Busy:
+            return _lease_next(ws, user, overlap, lease_minutes, gold_share)
+        except Busy:
             time.sleep(0.01 * (attempt + 1) * random.random())
     return None  # still all busy: the client asks again later
 
 
 @retry_deadlock
-def _lease_next(ws: Workspace, user: Member, overlap: int, expires: datetime, gold_share: float) -> Lease | None:
-    now = utcnow()
+def _lease_next(ws: Workspace, user: Member, overlap: int | None, lease_minutes: float | None,
+                gold_share: float | None) -> Lease | None:
     with write_transaction(ws.engine) as c:
-        _drop_expired(c, now)
-        held = c.execute(
-            select(Task.id).join(Item, Item.id == Task.item_id)
-            .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.skipped_at.is_(None),
-                   Task.expires_at > now, Item.project_id == ws.project_id).limit(1)
-        ).first()
-        if held:
-            return lease_of(c, held.id)
-        if user.role not in EXPERTS and (gate := qualification.gate(c, ws, user)) is not None:
-            item_id = qualification.next_item(c, ws, user, gate.attempt) if gate.attempt else None
-            if item_id is None:
-                return None  # cooling down after a failed attempt (or no gold to qualify on)
-            count_review(c, item_id, +1)
-            return lease_of(c, _new_task(c, item_id, user, now, expires, blind=True, attempt=gate.attempt))
-        item_id = _take_open_item(c, ws, user, overlap, now)
+        return lease_in(c, ws, user, overlap=overlap, lease_minutes=lease_minutes, gold_share=gold_share)
+
+
+def lease_in(c, ws: Workspace, user: Member, *, overlap: int | None = None, lease_minutes: float | None = None,
+             gold_share: float | None = None) -> Lease | None:
+    """lease_next inside the caller's write transaction (a submit's: one lock and one commit per answer);
+    raises Busy when every open item was held by another reviewer's transaction."""
+    routing = ws.config.routing
+    overlap = overlap or routing.review_overlap
+    now = utcnow()
+    expires = now + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
+    gold_share = routing.review_gold_share if gold_share is None else gold_share
+    _drop_expired(c, now)
+    held = c.execute(
+        select(Task.id).join(Item, Item.id == Task.item_id)
+        .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.skipped_at.is_(None),
+               Task.expires_at > now, Item.project_id == ws.project_id).limit(1)
+    ).first()
+    if held:
+        return lease_of(c, held.id)
+    if user.role not in EXPERTS and (gate := qualification.gate(c, ws, user)) is not None:
+        item_id = qualification.next_item(c, ws, user, gate.attempt) if gate.attempt else None
         if item_id is None:
-            return None
-        if user.role not in EXPERTS and random.random() < gold_share:
-            gold = _unseen_gold(c, ws, user, like=item_id)
-            if gold is not None:  # hand out the gold item instead; the open item keeps its slot
-                count_review(c, item_id, -1)
-                count_review(c, gold, +1)
-                item_id = gold
-        share = ws.config.routing.review_blind_share
-        blind = user.role not in EXPERTS and share > 0 and random.random() < share
-        return lease_of(c, _new_task(c, item_id, user, now, expires, blind=blind))
+            return None  # cooling down after a failed attempt (or no gold to qualify on)
+        count_review(c, item_id, +1)
+        return lease_of(c, _new_task(c, item_id, user, now, expires, blind=True, attempt=gate.attempt))
+    taken = _take_open_item(c, ws, user, overlap, now)
+    if taken is None:
+        return None
+    item_id, suggested = taken
+    if user.role not in EXPERTS and random.random() < gold_share:
+        gold = _unseen_gold(c, ws, user, like=item_id)
+        if gold is not None:  # hand out the gold item instead; the open item keeps its slot
+            count_review(c, item_id, -1)
+            count_review(c, gold, +1)
+            item_id, suggested = gold, c.execute(select(_SUGGESTED).where(Decision.item_id == gold)).scalar()
+    share = ws.config.routing.review_blind_share
+    blind = user.role not in EXPERTS and share > 0 and random.random() < share
+    return lease_of(c, _new_task(c, item_id, user, now, expires, blind=blind, suggested=suggested))
 
 
 def _new_task(c, item_id: int, user: Member, now: datetime, expires: datetime, *, blind: bool,
-              attempt: int | None = None) -> int:
+              attempt: int | None = None, suggested: str | None = None) -> int:
     """A lease row, with what the screen will show of the machines: the suggestion is kept as shown."""
-    suggested = None if blind else c.execute(select(_SUGGESTED).where(Decision.item_id == item_id)).scalar()
+    if blind:
+        suggested = None
     return c.execute(insert(Task).values(
         item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires, blind=blind,
         suggested=suggested, qualification_id=attempt).returning(Task.id)).scalar_one()
@@ -147,8 +158,9 @@ class _Level:
         return level if self.count is None else and_(level, Decision.review_count == self.count)
 
 
-def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime) -> int | None:
-    """Claim a slot on an open item (count it) and return the item; experts look at escalated items first.
+def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime) -> tuple[int, str | None] | None:
+    """Claim a slot on an open item (count it) and return the item with the machines' suggested label;
+    experts look at escalated items first.
 
     Items closest to done come first, one level of review_count at a time. Each level is read from the
     queue index a window at a time (from a random point, or from the start in import order), so a lease
@@ -172,7 +184,7 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
             return found
         busy |= locked
     if busy:
-        raise _Busy
+        raise Busy
     return None
 
 
@@ -218,45 +230,42 @@ def _not_for(user: Member, project_id: int, now: datetime, level: _Level):
     return or_(mine, expert_on_it)
 
 
-def _open_to(c, ws: Workspace, user: Member, ids: list[int], level: _Level, now: datetime) -> list[int]:
-    """The ids (in their order) still open to this user."""
+def _open_to(c, ws: Workspace, user: Member, ids: list[int], level: _Level, now: datetime) -> list[tuple]:
+    """Of the ids, those still open to this user (in their order, at most CANDIDATES), with the machines'
+    suggested label."""
     if not ids:
         return []
-    taken = set(c.execute(select(Decision.item_id).where(Decision.item_id.in_(ids),
-                                                         _not_for(user, ws.project_id, now, level))).scalars())
-    return [i for i in ids if i not in taken][:CANDIDATES]
+    rows = dict(c.execute(select(Decision.item_id, _SUGGESTED).where(
+        Decision.item_id.in_(ids), ~_not_for(user, ws.project_id, now, level))).all())
+    return [(i, rows[i]) for i in ids if i in rows][:CANDIDATES]
 
 
-def _search(c, ws: Workspace, user: Member, level: _Level, now: datetime) -> list[int]:
+def _search(c, ws: Workspace, user: Member, level: _Level, now: datetime) -> list[tuple]:
     """Up to CANDIDATES items of a level open to this user, however far into the level they lie."""
-    return c.execute(select(Decision.item_id).where(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
-                     .order_by(Decision.item_id).limit(CANDIDATES)).scalars().all()
+    return c.execute(select(Decision.item_id, _SUGGESTED).where(level.where(ws.project_id),
+                                                                ~_not_for(user, ws.project_id, now, level))
+                     .order_by(Decision.item_id).limit(CANDIDATES)).all()
 
 
-def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[int], now: datetime) -> tuple[int | None, bool]:
+def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[tuple],
+           now: datetime) -> tuple[tuple[int, str | None] | None, bool]:
     """Count a slot on the first candidate still open (the reviewer's most accurate likely label first);
-    returns it, and whether another reviewer's transaction held some of them."""
+    returns it with its suggested label, and whether some candidates were held by other reviewers'
+    transactions (or taken since)."""
     skill = _label_skill(c, ws, user) if candidates else {}
     if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
-        suggested = dict(c.execute(select(Decision.item_id, _SUGGESTED).where(Decision.item_id.in_(candidates))).all())
-        candidates = sorted(candidates, key=lambda i: -skill.get(suggested.get(i), min(skill.values())))
-    busy = False
+        candidates = sorted(candidates, key=lambda row: -skill.get(row[1], min(skill.values())))
     if c.dialect.name == "sqlite":  # the lists above were read under the write lock this transaction holds
         candidates = candidates[:1]
-    else:
+    else:  # locked and checked again in one read: the lists above came from an older snapshot
         open_now = and_(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
-    for candidate in candidates:
-        if c.dialect.name == "postgresql":
-            this = select(Decision.item_id).where(Decision.item_id == candidate)
-            if c.execute(this.with_for_update(skip_locked=True)).first() is None:
-                busy = True  # another reviewer is taking or settling it right now
-                continue
-            # Checked again now that the row is ours: the list above came from an older snapshot.
-            if not c.execute(this.where(open_now)).first():
-                continue
-        count_review(c, candidate, +1)
-        return candidate, busy
-    return None, busy
+        claim = select(Decision.item_id).where(Decision.item_id == bindparam("item"), open_now).with_for_update(skip_locked=True)
+    for item_id, suggested in candidates:
+        if c.dialect.name == "postgresql" and c.execute(claim, {"item": item_id}).first() is None:
+            continue  # another reviewer is taking or settling it right now, or took it since
+        count_review(c, item_id, +1)
+        return (item_id, suggested), False
+    return None, bool(candidates)
 
 
 SKILL_HISTORY = 10  # hidden gold answers per label before a reviewer's accuracy on it steers the queue
@@ -309,8 +318,10 @@ def _same(expression, value):
 
 def lease_of(c, task_id: int) -> Lease:
     row = c.execute(select(Task.item_id, Item.external_id, Item.fields, Task.expires_at, Task.blind,
-                           Task.qualification_id).join(Item, Item.id == Task.item_id).where(Task.id == task_id)).one()
-    return Lease(task_id, row.item_id, row.external_id, row.fields, row.expires_at, row.blind, row.qualification_id)
+                           Task.qualification_id, Decision.details).join(Item, Item.id == Task.item_id)
+                    .outerjoin(Decision, Decision.item_id == Task.item_id).where(Task.id == task_id)).one()
+    return Lease(task_id, row.item_id, row.external_id, row.fields, row.expires_at, row.blind, row.qualification_id,
+                 row.details)
 
 
 def lock_decision(c, item_id: int) -> None:

@@ -330,3 +330,22 @@ def test_one_project_never_leases_anothers_items_sharing_its_store(ws, tmp_path,
     submit(ws, ann, mine[1], label="positive", client_id="b", overlap=1)
     assert lease_next(ws, ann, overlap=1, gold_share=0) is None
     b.engine.dispose()
+
+
+def test_an_answer_and_the_next_lease_share_a_transaction_and_a_busy_queue_keeps_the_answer(ws, tmp_path, monkeypatch):
+    from review_ui import answers, queue
+
+    ids = needing_review(ws, tmp_path, 3)
+    ann = user(ws, "ann")
+    first = lease_next(ws, ann, overlap=1)
+    result, lease = answers.submit_and_lease(ws, ann, first.item_id, label="negative", client_id="c1")
+    assert result["status"] == "recorded" and lease.item_id == ids[1]
+    assert decision(ws, first.item_id).label == "negative"
+
+    def busy(*args, **kwargs):  # every open item held by other reviewers' transactions, this once
+        monkeypatch.setattr(answers, "lease_in", queue.lease_in)
+        raise queue.Busy
+    monkeypatch.setattr(answers, "lease_in", busy)
+    result, lease = answers.submit_and_lease(ws, ann, ids[1], label="positive", client_id="c2")
+    assert result["status"] == "recorded" and decision(ws, ids[1]).label == "positive"  # kept
+    assert lease.item_id == ids[2]  # asked for again on its own

@@ -15,9 +15,10 @@ router = APIRouter(prefix="/api/queue", tags=["queue"])
 reviewer = allow(*REVIEWERS)
 
 
-def _next(ws: Workspace, user: Member) -> Next:
-    """The next card; when there is none, why, if there is more to say than an empty queue."""
-    item = card(ws, queue.lease_next(ws, user), user)
+def _next(ws: Workspace, user: Member, lease: queue.Lease | None = None, leased: bool = False) -> Next:
+    """The card of `lease` (when `leased`: else of the next lease); when there is none, why, if there is more
+    to say than an empty queue."""
+    item = card(ws, lease if leased else queue.lease_next(ws, user), user)
     return Next(item=item, message=None if item else queue.waiting(ws, user), progress=queue.progress(ws, user))
 
 
@@ -31,9 +32,11 @@ def next_item(ws: Workspace = Depends(workspace), user: Member = Depends(reviewe
 def submit(body: Submission, ws: Workspace = Depends(workspace), user: Member = Depends(reviewer)) -> Submitted:
     spans = [span.model_dump() for span in body.spans] if body.spans is not None else None
     label = answers.answer_of(ws, body.label, body.labels, spans, body.item_id)
-    result = answers.submit(ws, user, body.item_id, label=label, reason=body.reason, client_id=body.client_id)
+    result, lease = answers.submit_and_lease(ws, user, body.item_id, label=label, reason=body.reason,
+                                             client_id=body.client_id)
     # The state is not returned: on a hidden gold item it would give the item away.
-    return Submitted(status=result["status"], **_next(ws, user).model_dump())
+    following = _next(ws, user, lease, leased=True)
+    return Submitted(status=result["status"], item=following.item, message=following.message, progress=following.progress)
 
 
 @router.post("/skip", response_model=Next)
