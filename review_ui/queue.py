@@ -142,8 +142,8 @@ def count_review(c, item_id: int, change: int) -> None:
 
 
 _SUGGESTED = Decision.details[("machine", "label")].as_string()
-WINDOW = 100  # index entries of one level a lease reads: the work per lease is bounded, whatever the backlog
-CANDIDATES = 50  # open items of a window tried, in order, for a slot
+WINDOW = 40  # index entries of one level a lease reads: the work per lease is bounded, whatever the backlog
+CANDIDATES = 20  # open items of a window tried, in order, for a slot
 
 
 @dataclass(frozen=True)
@@ -230,41 +230,43 @@ def _not_for(user: Member, project_id: int, now: datetime, level: _Level):
     return or_(mine, expert_on_it)
 
 
-def _open_to(c, ws: Workspace, user: Member, ids: list[int], level: _Level, now: datetime) -> list[tuple]:
-    """Of the ids, those still open to this user (in their order, at most CANDIDATES), with the machines'
-    suggested label."""
+def _open_to(c, ws: Workspace, user: Member, ids: list[int], level: _Level, now: datetime) -> list[int]:
+    """Of the ids, those still open to this user (in their order, at most CANDIDATES). Read from the index and
+    the user's tasks: the few taken are read, not the many open (whose rows would be read whole)."""
     if not ids:
         return []
-    rows = dict(c.execute(select(Decision.item_id, _SUGGESTED).where(
-        Decision.item_id.in_(ids), ~_not_for(user, ws.project_id, now, level))).all())
-    return [(i, rows[i]) for i in ids if i in rows][:CANDIDATES]
+    taken = set(c.execute(select(Decision.item_id).where(Decision.item_id.in_(ids),
+                                                         _not_for(user, ws.project_id, now, level))).scalars())
+    return [i for i in ids if i not in taken][:CANDIDATES]
 
 
-def _search(c, ws: Workspace, user: Member, level: _Level, now: datetime) -> list[tuple]:
+def _search(c, ws: Workspace, user: Member, level: _Level, now: datetime) -> list[int]:
     """Up to CANDIDATES items of a level open to this user, however far into the level they lie."""
-    return c.execute(select(Decision.item_id, _SUGGESTED).where(level.where(ws.project_id),
-                                                                ~_not_for(user, ws.project_id, now, level))
-                     .order_by(Decision.item_id).limit(CANDIDATES)).all()
+    return c.execute(select(Decision.item_id).where(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
+                     .order_by(Decision.item_id).limit(CANDIDATES)).scalars().all()
 
 
-def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[tuple],
+def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[int],
            now: datetime) -> tuple[tuple[int, str | None] | None, bool]:
     """Count a slot on the first candidate still open (the reviewer's most accurate likely label first);
     returns it with its suggested label, and whether some candidates were held by other reviewers'
     transactions (or taken since)."""
     skill = _label_skill(c, ws, user) if candidates else {}
     if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
-        candidates = sorted(candidates, key=lambda row: -skill.get(row[1], min(skill.values())))
+        suggested = dict(c.execute(select(Decision.item_id, _SUGGESTED).where(Decision.item_id.in_(candidates))).all())
+        candidates = sorted(candidates, key=lambda i: -skill.get(suggested.get(i), min(skill.values())))
+    claim = select(Decision.item_id, _SUGGESTED).where(Decision.item_id == bindparam("item"))
     if c.dialect.name == "sqlite":  # the lists above were read under the write lock this transaction holds
         candidates = candidates[:1]
     else:  # locked and checked again in one read: the lists above came from an older snapshot
         open_now = and_(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
-        claim = select(Decision.item_id).where(Decision.item_id == bindparam("item"), open_now).with_for_update(skip_locked=True)
-    for item_id, suggested in candidates:
-        if c.dialect.name == "postgresql" and c.execute(claim, {"item": item_id}).first() is None:
+        claim = claim.where(open_now).with_for_update(skip_locked=True)
+    for item_id in candidates:
+        row = c.execute(claim, {"item": item_id}).first()
+        if row is None:
             continue  # another reviewer is taking or settling it right now, or took it since
         count_review(c, item_id, +1)
-        return (item_id, suggested), False
+        return tuple(row), False
     return None, bool(candidates)
 
 
