@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from labeler.errors import LabelerError
 from labeler.store import audit, models
@@ -110,30 +110,41 @@ def _checked(ws: Workspace, user: Member, label: str | None, reason: str | None,
     return label
 
 
+# The statements of every answer, built once (building one costs as much as running it): bound at each run.
+_LIVE = and_(Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at > bindparam("now"))
+_TASKS_ON_ITEM = (  # a user's tasks on an item: a few at most
+    select(Task.id, Task.qualification_id, Task.client_id, _LIVE.label("live")).join(Item, Item.id == Task.item_id)
+    .where(Task.user_id == bindparam("user"), Task.item_id == bindparam("item"), Item.project_id == bindparam("project"))
+    .order_by(Task.id.desc()))
+_ANSWER = update(Task).where(Task.id == bindparam("task"))
+_DECISION = select(Decision.state, Decision.label, Decision.method, Decision.details).where(Decision.item_id == bindparam("item"))
+_ANSWERS = (
+    select(Task.label, Task.reason, User.name, Membership.role).join(User, User.id == Task.user_id)
+    .join(Membership, (Membership.user_id == User.id) & (Membership.project_id == bindparam("project")))
+    .where(Task.item_id == bindparam("item"), Task.submitted_at.is_not(None)).order_by(Task.submitted_at, Task.id))
+_SETTLE = update(Decision).where(Decision.item_id == bindparam("item"))
+
+
 def _record(c, ws: Workspace, user: Member, item_id: int, label: str | None, client_id: str, reason: str | None,
             overlap: int) -> dict:
     """The answer written inside the caller's transaction, and the item settled by the answers so far."""
     lock_decision(c, item_id)
-    live = and_(Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at > utcnow())
-    tasks = c.execute(  # this user's tasks on the item: a few at most
-        select(Task.id, Task.qualification_id, Task.client_id, live.label("live")).join(Item, Item.id == Task.item_id)
-        .where(Task.user_id == user.id, Task.item_id == item_id, Item.project_id == ws.project_id)
-        .order_by(Task.id.desc())).all()
+    now = utcnow()
+    tasks = c.execute(_TASKS_ON_ITEM, {"now": now, "user": user.id, "item": item_id, "project": ws.project_id}).all()
     done = next((t for t in tasks if t.client_id == client_id), None)
     if done:
         return {"status": "duplicate", "task_id": done.id}
     task = next((t for t in tasks if t.live), None)
     if task is None:  # never leased, skipped, expired (its slot may have gone to someone else), another project's
         raise Conflict("no live lease on this item: ask for the next item")
-    c.execute(update(Task).where(Task.id == task[0]).values(
-        submitted_at=utcnow(), client_id=client_id, label=label, reason=reason))
+    c.execute(_ANSWER, {"task": task.id, "submitted_at": now, "client_id": client_id, "label": label, "reason": reason})
     state = _settle(c, ws, item_id, overlap)
     audit.record(c, "review.submit", user_id=user.id, project_id=ws.project_id, item_id=item_id, label=label, reason=reason, state=state)
     if task.qualification_id is not None:
         qualification.answered(c, ws, user, task.qualification_id)
     elif state == "gold" and qualification.check_pause(c, ws, user):
         drop_leases(c, Task.user_id == user.id)  # paused: their other leases go back to the queue
-    return {"status": "recorded", "task_id": task[0], "state": state}
+    return {"status": "recorded", "task_id": task.id, "state": state}
 
 
 
@@ -200,17 +211,13 @@ def undo(ws: Workspace, user: Member, *, overlap: int | None = None,
 
 def _settle(c, ws: Workspace, item_id: int, overlap: int) -> str:
     """Set the item's state from all answers submitted so far (also after an undo)."""
-    decision = c.execute(select(Decision).where(Decision.item_id == item_id)).first()
+    decision = c.execute(_DECISION, {"item": item_id}).first()
     if decision is None or decision.state == State.gold:
         return "gold"  # a hidden gold item: the answer measures the reviewer and settles nothing
     details = dict(decision.details or {})
     machine = details.setdefault("machine", {"label": decision.label})
     machine.setdefault("method", decision.method)  # what to go back to if every answer is undone
-    answers = c.execute(
-        select(Task.label, Task.reason, User.name, Membership.role).join(User, User.id == Task.user_id)
-        .join(Membership, (Membership.user_id == User.id) & (Membership.project_id == ws.project_id))
-        .where(Task.item_id == item_id, Task.submitted_at.is_not(None)).order_by(Task.submitted_at, Task.id)
-    ).all()
+    answers = c.execute(_ANSWERS, {"project": ws.project_id, "item": item_id}).all()
     experts = [a for a in answers if a.role in EXPERTS and a.label is not None]
     reviews = [a for a in answers if a.role not in EXPERTS]
     if experts:
@@ -223,7 +230,7 @@ def _settle(c, ws: Workspace, item_id: int, overlap: int) -> str:
         values = {"label": machine["label"], "state": State.needs_review, "method": machine["method"]}
     details["decided_by"] = [{"user": a.name, "role": a.role.value, "label": a.label, "reason": a.reason}
                              for a in answers]
-    c.execute(update(Decision).where(Decision.item_id == item_id).values(**values, updated_at=utcnow(), details=details))
+    c.execute(_SETTLE, {"item": item_id, **values, "updated_at": utcnow(), "details": details})
     return values["state"].value
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from labeler.store import models
 from labeler.store.users import Member
@@ -13,17 +13,18 @@ from review_ui.schemas import Card, MachineVote
 BLIND = "a blind item: the machines' view is hidden, so it measures your own judgement"
 
 
+_VOTES = (select(models.Annotator.name, models.Vote.label, models.Vote.probs, models.Vote.version)  # built once
+          .join(models.Annotator, models.Annotator.id == models.Vote.annotator_id)
+          .where(models.Vote.item_id == bindparam("item")).order_by(models.Vote.id))
+
+
 def card(ws: Workspace, lease: Lease | None, user: Member) -> Card | None:
     """The item and the machines' view of it: the same for every item, a hidden gold one included (the run
     gives gold items the view a new item with their votes would get), except on blind items, which show none."""
     if lease is None:
         return None
-    Vote, Annotator = models.Vote, models.Annotator
     with ws.engine.connect() as c:
-        rows = c.execute(
-            select(Annotator.name, Vote.label, Vote.probs, Vote.version).join(Annotator, Annotator.id == Vote.annotator_id)
-            .where(Vote.item_id == lease.item_id).order_by(Vote.id)
-        ).all()
+        rows = c.execute(_VOTES, {"item": lease.item_id}).all()
         names = _version_names(c, ws, {row.version for row in rows})
         progress = None
         if lease.qualification is not None:

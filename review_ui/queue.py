@@ -9,12 +9,14 @@ with a lease (answer, skip, undo) is review_ui.answers.
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, func, insert, or_, select, update
 
@@ -98,11 +100,7 @@ def lease_in(c, ws: Workspace, user: Member, *, overlap: int | None = None, leas
     expires = now + timedelta(minutes=lease_minutes or routing.review_lease_minutes)
     gold_share = routing.review_gold_share if gold_share is None else gold_share
     _drop_expired(c, now)
-    held = c.execute(
-        select(Task.id).join(Item, Item.id == Task.item_id)
-        .where(Task.user_id == user.id, Task.submitted_at.is_(None), Task.skipped_at.is_(None),
-               Task.expires_at > now, Item.project_id == ws.project_id).limit(1)
-    ).first()
+    held = c.execute(_HELD, {"user": user.id, "now": now, "project": ws.project_id}).first()
     if held:
         return lease_of(c, held.id)
     if user.role not in EXPERTS and (gate := qualification.gate(c, ws, user)) is not None:
@@ -126,24 +124,34 @@ def lease_in(c, ws: Workspace, user: Member, *, overlap: int | None = None, leas
     return lease_of(c, _new_task(c, item_id, user, now, expires, blind=blind, suggested=suggested))
 
 
+_HELD = (select(Task.id).join(Item, Item.id == Task.item_id)
+         .where(Task.user_id == bindparam("user"), Task.submitted_at.is_(None), Task.skipped_at.is_(None),
+                Task.expires_at > bindparam("now"), Item.project_id == bindparam("project")).limit(1))
+
+
 def _new_task(c, item_id: int, user: Member, now: datetime, expires: datetime, *, blind: bool,
               attempt: int | None = None, suggested: str | None = None) -> int:
     """A lease row, with what the screen will show of the machines: the suggestion is kept as shown."""
     if blind:
         suggested = None
-    return c.execute(insert(Task).values(
-        item_id=item_id, user_id=user.id, leased_at=now, expires_at=expires, blind=blind,
-        suggested=suggested, qualification_id=attempt).returning(Task.id)).scalar_one()
+    return c.execute(_NEW_TASK, {"item_id": item_id, "user_id": user.id, "leased_at": now, "expires_at": expires,
+                                 "blind": blind, "suggested": suggested, "qualification_id": attempt}).scalar_one()
+
+
+_NEW_TASK = insert(Task).returning(Task.id)
 
 
 def count_review(c, item_id: int, change: int) -> None:
     """Keep Decision.review_count equal to the item's task rows (skips excepted)."""
-    c.execute(update(Decision).where(Decision.item_id == item_id).values(review_count=Decision.review_count + change))
+    c.execute(_COUNT, {"item": item_id, "change": change})
+
+
+_COUNT = update(Decision).where(Decision.item_id == bindparam("item")).values(
+    review_count=Decision.review_count + bindparam("change"))
 
 
 _SUGGESTED = Decision.details[("machine", "label")].as_string()
 WINDOW = 40  # index entries of one level a lease reads: the work per lease is bounded, whatever the backlog
-CANDIDATES = 20  # open items of a window tried, in order, for a slot
 
 
 @dataclass(frozen=True)
@@ -153,9 +161,53 @@ class _Level:
     state: State
     count: int | None = None
 
-    def where(self, project_id: int):
-        level = and_(Decision.project_id == project_id, Decision.state == self.state)
-        return level if self.count is None else and_(level, Decision.review_count == self.count)
+    def queries(self) -> "_Queries":
+        return _queries(self.count is None)
+
+    def params(self, ws: Workspace, user: Member, now: datetime, **more) -> dict:
+        return {"project": ws.project_id, "state": self.state, "count": self.count, "user": user.id, "now": now, **more}
+
+
+@dataclass(frozen=True)
+class _Queries:
+    first: Any  # up to :limit item ids of the level in index order
+    last: Any  # the level's last item id
+    from_pivot: Any  # up to :limit from item id :pivot on
+    below_pivot: Any  # up to :limit below :pivot
+    taken: Any  # of :ids, those not open to :user
+    search: Any  # up to :limit items open to :user, however far into the level
+    claim: Any  # item :item with its suggested label, locked, if still open to :user (PostgreSQL)
+    peek: Any  # item :item with its suggested label
+
+
+@functools.cache
+def _queries(escalated: bool) -> _Queries:
+    """A level's statements, built once (building one costs as much as running it), bound at each run."""
+    level = and_(Decision.project_id == bindparam("project"), Decision.state == bindparam("state"))
+    if not escalated:
+        level = and_(level, Decision.review_count == bindparam("count"))
+    # Kept from the user: an item they have had a task on, and for an escalated item one expert on it already
+    # (whoever reviewed it before; an expert's "I don't know" frees it).
+    kept = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == bindparam("user")).exists()
+    if escalated:
+        expert_on_it = (
+            select(Task.id).join(Membership, (Membership.user_id == Task.user_id)
+                                 & (Membership.project_id == bindparam("project")))
+            .where(Task.item_id == Decision.item_id, Membership.role.in_(EXPERTS), Task.skipped_at.is_(None),
+                   or_(and_(Task.submitted_at.is_(None), Task.expires_at > bindparam("now")), Task.label.is_not(None)))
+            .exists())
+        kept = or_(kept, expert_on_it)
+    ids = select(Decision.item_id).where(level)
+    limit = bindparam("limit")
+    ordered = ids.order_by(Decision.review_count, Decision.item_id) if escalated else ids.order_by(Decision.item_id)
+    one = select(Decision.item_id, _SUGGESTED).where(Decision.item_id == bindparam("item"))
+    return _Queries(
+        first=ordered.limit(limit), last=ids.order_by(Decision.item_id.desc()).limit(1),
+        from_pivot=ordered.where(Decision.item_id >= bindparam("pivot")).limit(limit),
+        below_pivot=ordered.where(Decision.item_id < bindparam("pivot")).limit(limit),
+        taken=select(Decision.item_id).where(Decision.item_id.in_(bindparam("ids", expanding=True)), kept),
+        search=select(Decision.item_id).where(level, ~kept).order_by(Decision.item_id).limit(limit),
+        claim=one.where(level, ~kept).with_for_update(skip_locked=True), peek=one)
 
 
 def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime) -> tuple[int, str | None] | None:
@@ -171,7 +223,7 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
     shuffled = ws.config.routing.review_order == "random"
     busy, partial = False, []
     for level in levels:
-        ids, whole = _window(c, ws.project_id, level, shuffled)
+        ids, whole = _window(c, ws, user, level, now, shuffled)
         if not whole:
             partial.append(level)
         found, locked = _claim(c, ws, user, level, _open_to(c, ws, user, ids, level, now), now)
@@ -188,62 +240,45 @@ def _take_open_item(c, ws: Workspace, user: Member, overlap: int, now: datetime)
     return None
 
 
-def _window(c, project_id: int, level: _Level, shuffled: bool) -> tuple[list[int], bool]:
+def _window(c, ws: Workspace, user: Member, level: _Level, now: datetime, shuffled: bool) -> tuple[list[int], bool]:
     """Up to WINDOW item ids of a level in index order: from a random item id (wrapping round) when shuffled,
     else from the first; and whether that is the whole level. Hidden gold is drawn at random too, so in
-    random order the order items arrive in says nothing of which are gold."""
-    query = select(Decision.item_id).where(level.where(project_id))
-    if level.count is None:  # escalated: few, and experts take them in order
-        ids = c.execute(query.order_by(Decision.review_count, Decision.item_id).limit(WINDOW + 1)).scalars().all()
-        return ids[:WINDOW], len(ids) <= WINDOW
-    ordered = query.order_by(Decision.item_id)
+    random order the order items arrive in says nothing of which are gold. Escalated items (few) go to
+    experts in order."""
+    queries, params = level.queries(), level.params(ws, user, now, limit=WINDOW + 1)
     pivot = None
-    if shuffled:
-        low, high = _bounds.get((str(c.engine.url), project_id, level), lambda: (
-            c.execute(ordered.limit(1)).scalar(), c.execute(query.order_by(Decision.item_id.desc()).limit(1)).scalar()))
+    if shuffled and level.count is not None:
+        low, high = _bounds.get((str(c.engine.url), ws.project_id, level), lambda: (
+            c.execute(queries.first, params | {"limit": 1}).scalar(), c.execute(queries.last, params).scalar()))
         pivot = None if low is None else _ORDER.randint(low, high)
-    ids = c.execute((ordered if pivot is None else ordered.where(Decision.item_id >= pivot)).limit(WINDOW + 1)).scalars().all()
-    if pivot is not None and len(ids) <= WINDOW:
-        ids += c.execute(ordered.where(Decision.item_id < pivot).limit(WINDOW + 1 - len(ids))).scalars().all()
-    if shuffled:
-        ids = ids[:WINDOW]
+    if pivot is None:
+        ids = c.execute(queries.first, params).scalars().all()
+    else:
+        ids = c.execute(queries.from_pivot, params | {"pivot": pivot}).scalars().all()
+        if len(ids) <= WINDOW:
+            ids += c.execute(queries.below_pivot, params | {"pivot": pivot, "limit": WINDOW + 1 - len(ids)}).scalars().all()
+    whole = len(ids) <= WINDOW
+    ids = ids[:WINDOW]
+    if pivot is not None:
         _ORDER.shuffle(ids)
-        return ids, len(ids) < WINDOW
-    return ids[:WINDOW], len(ids) <= WINDOW
+    return ids, whole
 
 
 _bounds = _Recent(5.0)  # a level's first and last item id: where a random window may start
 
 
-def _not_for(user: Member, project_id: int, now: datetime, level: _Level):
-    """Conditions on a decision row that keep it from this user: an item they have had a task on, and for
-    an escalated item one expert on it already (whoever reviewed it before; an expert's "I don't know" frees it)."""
-    mine = select(Task.id).where(Task.item_id == Decision.item_id, Task.user_id == user.id).exists()
-    if level.count is not None:
-        return mine
-    expert_on_it = (
-        select(Task.id).join(Membership, (Membership.user_id == Task.user_id) & (Membership.project_id == project_id))
-        .where(Task.item_id == Decision.item_id, Membership.role.in_(EXPERTS), Task.skipped_at.is_(None),
-               or_(and_(Task.submitted_at.is_(None), Task.expires_at > now), Task.label.is_not(None)))
-        .exists()
-    )
-    return or_(mine, expert_on_it)
-
-
 def _open_to(c, ws: Workspace, user: Member, ids: list[int], level: _Level, now: datetime) -> list[int]:
-    """Of the ids, those still open to this user (in their order, at most CANDIDATES). Read from the index and
+    """Of the ids, those still open to this user (in their order). Read from the index and
     the user's tasks: the few taken are read, not the many open (whose rows would be read whole)."""
     if not ids:
         return []
-    taken = set(c.execute(select(Decision.item_id).where(Decision.item_id.in_(ids),
-                                                         _not_for(user, ws.project_id, now, level))).scalars())
-    return [i for i in ids if i not in taken][:CANDIDATES]
+    taken = set(c.execute(level.queries().taken, level.params(ws, user, now, ids=ids)).scalars())
+    return [i for i in ids if i not in taken]
 
 
 def _search(c, ws: Workspace, user: Member, level: _Level, now: datetime) -> list[int]:
-    """Up to CANDIDATES items of a level open to this user, however far into the level they lie."""
-    return c.execute(select(Decision.item_id).where(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
-                     .order_by(Decision.item_id).limit(CANDIDATES)).scalars().all()
+    """Up to WINDOW items of a level open to this user, however far into the level they lie."""
+    return c.execute(level.queries().search, level.params(ws, user, now, limit=WINDOW)).scalars().all()
 
 
 def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[int],
@@ -255,14 +290,13 @@ def _claim(c, ws: Workspace, user: Member, level: _Level, candidates: list[int],
     if skill:  # among them, the items whose likely label this reviewer is most accurate on come first
         suggested = dict(c.execute(select(Decision.item_id, _SUGGESTED).where(Decision.item_id.in_(candidates))).all())
         candidates = sorted(candidates, key=lambda i: -skill.get(suggested.get(i), min(skill.values())))
-    claim = select(Decision.item_id, _SUGGESTED).where(Decision.item_id == bindparam("item"))
     if c.dialect.name == "sqlite":  # the lists above were read under the write lock this transaction holds
-        candidates = candidates[:1]
+        claim, candidates = level.queries().peek, candidates[:1]
     else:  # locked and checked again in one read: the lists above came from an older snapshot
-        open_now = and_(level.where(ws.project_id), ~_not_for(user, ws.project_id, now, level))
-        claim = claim.where(open_now).with_for_update(skip_locked=True)
+        claim = level.queries().claim
+    params = level.params(ws, user, now)
     for item_id in candidates:
-        row = c.execute(claim, {"item": item_id}).first()
+        row = c.execute(claim, params | {"item": item_id}).first()
         if row is None:
             continue  # another reviewer is taking or settling it right now, or took it since
         count_review(c, item_id, +1)
@@ -318,17 +352,23 @@ def _same(expression, value):
     return expression.is_(None) if value is None else expression == value
 
 
+_LEASE = (select(Task.item_id, Item.external_id, Item.fields, Task.expires_at, Task.blind, Task.qualification_id,
+                 Decision.details).join(Item, Item.id == Task.item_id)
+          .outerjoin(Decision, Decision.item_id == Task.item_id).where(Task.id == bindparam("task")))
+
+
 def lease_of(c, task_id: int) -> Lease:
-    row = c.execute(select(Task.item_id, Item.external_id, Item.fields, Task.expires_at, Task.blind,
-                           Task.qualification_id, Decision.details).join(Item, Item.id == Task.item_id)
-                    .outerjoin(Decision, Decision.item_id == Task.item_id).where(Task.id == task_id)).one()
+    row = c.execute(_LEASE, {"task": task_id}).one()
     return Lease(task_id, row.item_id, row.external_id, row.fields, row.expires_at, row.blind, row.qualification_id,
                  row.details)
 
 
 def lock_decision(c, item_id: int) -> None:
     if c.dialect.name == "postgresql":  # one settler per item at a time
-        c.execute(select(Decision.item_id).where(Decision.item_id == item_id).with_for_update())
+        c.execute(_LOCK, {"item": item_id})
+
+
+_LOCK = select(Decision.item_id).where(Decision.item_id == bindparam("item")).with_for_update()
 
 
 
@@ -361,9 +401,12 @@ _counting_lock = threading.Lock()
 def progress(ws: Workspace, user: Member) -> dict:
     """The reviewer's progress: items they answered, and items waiting for people in the project."""
     with ws.engine.connect() as c:
-        mine = c.scalar(select(func.count()).select_from(Task).join(Item, Item.id == Task.item_id).where(
-            Item.project_id == ws.project_id, Task.user_id == user.id, Task.submitted_at.is_not(None)))
+        mine = c.scalar(_ANSWERED, {"project": ws.project_id, "user": user.id})
     return {"answered": int(mine or 0), "waiting": _waiting_count(ws)}
+
+
+_ANSWERED = select(func.count()).select_from(Task).join(Item, Item.id == Task.item_id).where(
+    Item.project_id == bindparam("project"), Task.user_id == bindparam("user"), Task.submitted_at.is_not(None))
 
 
 def _waiting_count(ws: Workspace) -> int | None:
@@ -408,10 +451,13 @@ def drop_leases(c, *conditions) -> int:
 def _drop_expired(c, now: datetime) -> int:
     """Drop leases past their expiry, so their items return to the queue (a cheap indexed look first, so
     most calls write nothing); returns how many."""
-    expired = (Task.submitted_at.is_(None), Task.skipped_at.is_(None), Task.expires_at <= now)
-    if c.execute(select(Task.id).where(*expired).limit(1)).first() is None:
+    if c.execute(_ANY_EXPIRED, {"now": now}).first() is None:
         return 0
-    return drop_leases(c, *expired[2:])
+    return drop_leases(c, Task.expires_at <= now)
+
+
+_ANY_EXPIRED = select(Task.id).where(Task.submitted_at.is_(None), Task.skipped_at.is_(None),
+                                     Task.expires_at <= bindparam("now")).limit(1)
 
 
 def expire_leases(ws: Workspace) -> int:

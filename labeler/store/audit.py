@@ -12,8 +12,11 @@ def record(connection, action: str, *, user_id: int | None, project_id: int, ite
            **details) -> None:
     """Append one event of a project inside the caller's transaction, so the change and its record commit
     together."""
-    connection.execute(insert(models.AuditEvent).values(
-        action=action, user_id=user_id, project_id=project_id, item_id=item_id, details=details, at=models.utcnow()))
+    connection.execute(_INSERT, {"action": action, "user_id": user_id, "project_id": project_id, "item_id": item_id,
+                                 "details": details, "at": models.utcnow()})
+
+
+_INSERT = insert(models.AuditEvent)  # built once: every review answer writes one
 
 
 def events(ws: Workspace, *, item_id: int | None = None, limit: int = 100) -> list[dict]:

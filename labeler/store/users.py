@@ -9,7 +9,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from labeler.errors import Forbidden, LabelerError
 from labeler.store import audit, models
@@ -105,23 +105,28 @@ def authenticate(ws: Workspace, name: str, password: str) -> Member | None:
         return _member(s, ws, user) if user is not None and right else None
 
 
-def _member_where(ws: Workspace, *conditions) -> Member | None:
-    """The enabled user meeting `conditions`, with their role in this project (one read: it runs on every request)."""
-    User, Membership = models.User, models.Membership
+# An enabled user with their role in a project: one read, built once (it runs on every request).
+_MEMBER = (select(models.User.id, models.User.name, models.Membership.role, models.User.session_generation)
+           .join(models.Membership, (models.Membership.user_id == models.User.id)
+                 & (models.Membership.project_id == bindparam("project")))
+           .where(models.User.disabled.is_(False)))
+_BY_TOKEN = _MEMBER.where(models.User.token_hash == bindparam("digest"))
+_BY_ID = _MEMBER.where(models.User.id == bindparam("user"))
+
+
+def _member_by(ws: Workspace, query, **params) -> Member | None:
     with ws.engine.connect() as c:
-        row = c.execute(select(User.id, User.name, Membership.role, User.session_generation)
-                        .join(Membership, (Membership.user_id == User.id) & (Membership.project_id == ws.project_id))
-                        .where(User.disabled.is_(False), *conditions)).first()
+        row = c.execute(query, {"project": ws.project_id, **params}).first()
     return Member(*row) if row else None
 
 
 def user_for_token(ws: Workspace, token: str) -> Member | None:
-    return _member_where(ws, models.User.token_hash == token_digest(token))
+    return _member_by(ws, _BY_TOKEN, digest=token_digest(token))
 
 
 def member(ws: Workspace, user_id: int, generation: int | None) -> Member | None:
     """The member behind a session, unless the session's generation has been ended since."""
-    found = _member_where(ws, models.User.id == user_id)
+    found = _member_by(ws, _BY_ID, user=user_id)
     return found if found is not None and found.generation == generation else None
 
 
