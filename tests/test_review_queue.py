@@ -283,6 +283,11 @@ def test_progress_counts_a_reviewers_answers_and_the_waiting_items_at_most_every
     monkeypatch.setattr(queue, "WAITING_SECONDS", 0.0)  # stale now: counted again
     waiting_becomes(3)
     assert queue.progress(ws, ann) == {"answered": 1, "waiting": 3}
+    key = next(k for k in queue._waiting if k[1] == ws.project_id and k[0] == str(ws.engine.url))
+    at, _, count = queue._waiting[key]
+    queue._waiting[key] = (at, 1.0, 99)  # a count that took a second: redone only after 1 / COUNTING_SHARE s
+    time.sleep(0.2)
+    assert queue.progress(ws, ann)["waiting"] == 99
 
 
 def _answered(ws, item_ids, reviewer):
