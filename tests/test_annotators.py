@@ -455,6 +455,7 @@ def test_samples_give_a_model_without_logprobs_a_confidence_that_tracks_its_erro
     assert LLMAnnotator(name="x", kind="llm", model="m", samples=3).temperature == 0.7
 
 
+@pytest.mark.once  # no store work: the PostgreSQL pass leaves it out
 def test_litellm_prices_come_from_its_package_not_a_download_at_run_time():
     """litellm fetched its price list from GitHub on import (here: a failed lookup and two warnings)."""
     env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}

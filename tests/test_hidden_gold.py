@@ -4,6 +4,7 @@ import random
 import uuid
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
@@ -47,6 +48,7 @@ def _features(card: dict, previous: dict | None) -> list[float]:
             sum(probabilities), float(card["suggestion"] == "positive"), hash(card["reason"]) % 997, gap, abs(gap)]
 
 
+@pytest.mark.once  # statistics of the cards, not of the store (the queue on PostgreSQL: tests/test_review_*.py)
 def test_a_classifier_over_cards_and_their_order_cannot_tell_hidden_gold(tmp_path):
     """Before: the number of votes alone told 150 of 150 gold cards, and order 46 of 49."""
     with LLMServer() as server:
