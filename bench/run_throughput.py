@@ -5,13 +5,15 @@
 Prints: the bound (concurrency / latency), a bare asyncio loop of litellm.acompletion at the
 same concurrency, `labeler run` in this process (prompt building, parsing, cache and vote writes
 included), the same as a command in its own process on a fresh project (its start included:
-Python, litellm's import, the store), their ratios, and the number of calls a rerun makes (must be 0).
+Python, litellm's import, the store), the bare loop as a process of its own too (its start, that is
+Python and litellm's import, included), their ratios, and the number of calls a rerun makes (must be 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,16 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeler.annotators.llm import litellm  # noqa: E402
-from labeler.data.imports import import_items  # noqa: E402
-from labeler.store.workspace import open_workspace  # noqa: E402
-from prompts.annotators import build_askers  # noqa: E402
-from routing.flow import run_project  # noqa: E402
-from tests.llm_server import server_process  # noqa: E402
 
 
 async def bare_litellm(base_url: str, calls: int, concurrency: int) -> float:
-    lm = litellm()
+    """Only litellm, set as labeler sets it (its packaged price list, no telemetry, quiet): the loop a user
+    would write."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm as lm
+
+    lm.telemetry, lm.suppress_debug_info = False, True
+
     limit = asyncio.Semaphore(concurrency)
     messages = [{"role": "system", "content": "Labels:\n- positive: p\n- negative: n\n"},
                 {"role": "user", "content": "item is positive"}]
@@ -49,12 +51,21 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--bare-only", metavar="URL", help=argparse.SUPPRESS)  # the bare loop, as its own process
     args = parser.parse_args()
+    if args.bare_only:
+        asyncio.run(bare_litellm(args.bare_only, args.items, args.concurrency))
+        return
+    from tests.llm_server import server_process
+
     with server_process(args.latency) as base_url:
         measure(args, base_url)
 
 
 def project(root: Path, base_url: str, args) -> None:
+    from labeler.data.imports import import_items
+    from labeler.store.workspace import open_workspace
+
     root.mkdir()
     (root / "labeler.yaml").write_text(
         "name: bench\nlabels: {positive: p, negative: n}\nfields: [text]\nannotators:\n"
@@ -70,6 +81,10 @@ def project(root: Path, base_url: str, args) -> None:
 
 
 def measure(args, base_url: str) -> None:
+    from labeler.store.workspace import open_workspace
+    from prompts.annotators import build_askers
+    from routing.flow import run_project
+
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "bench"
         project(root, base_url, args)
@@ -88,6 +103,10 @@ def measure(args, base_url: str) -> None:
         subprocess.run([sys.executable, "-m", "labeler.cli", "run", "-p", str(cli_root), "--json"], check=True,
                        capture_output=True)
         cli = args.items / (time.perf_counter() - started)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "--bare-only", base_url, "--items", str(args.items),
+                        "--concurrency", str(args.concurrency)], check=True, capture_output=True)
+        bare_process = args.items / (time.perf_counter() - started)
     bound = args.concurrency / args.latency
     print(f"items {args.items}, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
     print(f"bound (concurrency / latency):   {bound:8.1f} calls/s")
@@ -96,6 +115,8 @@ def measure(args, base_url: str) -> None:
     print(f"labeler run / bare litellm:      {ours / bare:8.1%}")
     print(f"labeler run as a command:        {cli:8.1f} calls/s  (its start included)")
     print(f"... / bare litellm:              {cli / bare:8.1%}")
+    print(f"bare loop as a process:          {bare_process:8.1f} calls/s  (its start included)")
+    print(f"command / bare loop as process:  {cli / bare_process:8.1%}")
     print(f"rerun calls:                     {rerun_calls:8d}")
 
 
