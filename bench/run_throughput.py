@@ -6,7 +6,8 @@ Prints: the bound (concurrency / latency), a bare asyncio loop of litellm.acompl
 same concurrency, `labeler run` in this process (prompt building, parsing, cache and vote writes
 included), the same as a command in its own process on a fresh project (its start included:
 Python, litellm's import, the store), the bare loop as a process of its own too (its start, that is
-Python and litellm's import, included), their ratios, and the number of calls a rerun makes (must be 0).
+Python and litellm's import, included), their ratios, the number of calls a rerun makes (must be 0), and
+what a command pays before its first call (Python with litellm's import; `labeler run` with nothing to ask).
 """
 
 from __future__ import annotations
@@ -80,6 +81,27 @@ def project(root: Path, base_url: str, args) -> None:
     ws.engine.dispose()
 
 
+def start_costs(tmp: Path, base_url: str, args) -> dict[str, float]:
+    """What a command pays before its first call, best of three: Python with litellm's import, and `labeler run`
+    on a project with nothing left to ask (one item, already voted)."""
+    done = tmp / "done"
+    project(done, base_url, argparse.Namespace(items=1, concurrency=args.concurrency))
+    run = [sys.executable, "-m", "labeler.cli", "run", "-p", str(done), "--json"]
+    subprocess.run(run, check=True, capture_output=True)
+    commands = {"litellm": [sys.executable, "-c", "import os; os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] = 'True'; "
+                                                  "import litellm"],
+                "run": run}
+    best = {}
+    for name, command in commands.items():
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times.append(time.perf_counter() - started)
+        best[name] = min(times)
+    return best
+
+
 def measure(args, base_url: str) -> None:
     from labeler.store.workspace import open_workspace
     from prompts.annotators import build_askers
@@ -107,6 +129,7 @@ def measure(args, base_url: str) -> None:
         subprocess.run([sys.executable, __file__, "--bare-only", base_url, "--items", str(args.items),
                         "--concurrency", str(args.concurrency)], check=True, capture_output=True)
         bare_process = args.items / (time.perf_counter() - started)
+        starts = start_costs(Path(tmp), base_url, args)
     bound = args.concurrency / args.latency
     print(f"items {args.items}, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
     print(f"bound (concurrency / latency):   {bound:8.1f} calls/s")
@@ -118,6 +141,8 @@ def measure(args, base_url: str) -> None:
     print(f"bare loop as a process:          {bare_process:8.1f} calls/s  (its start included)")
     print(f"command / bare loop as process:  {cli / bare_process:8.1%}")
     print(f"rerun calls:                     {rerun_calls:8d}")
+    print(f"start: Python + import litellm   {starts['litellm']:8.2f} s")
+    print(f"start: labeler run, nothing to ask {starts['run']:6.2f} s  (imports, the store, the plan; best of 3)")
 
 
 if __name__ == "__main__":
