@@ -6,19 +6,22 @@ Prints: the bound (concurrency / latency), a bare asyncio loop of litellm.acompl
 same concurrency, `labeler run` in this process (prompt building, parsing, cache and vote writes
 included), the same as a command in its own process on a fresh project (its start included:
 Python, litellm's import, the store), the bare loop as a process of its own too (its start, that is
-Python and litellm's import, included), their ratios, the number of calls a rerun makes (must be 0), and
-what a command pays before its first call (Python with litellm's import; `labeler run` with nothing to ask).
+Python and litellm's import, included), their ratios, the number of calls a rerun makes (must be 0), the
+garbage collector's time in the bare loop and in the run, and what a command pays before its first call
+(Python with litellm's import; `labeler run` with nothing to ask).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,16 +84,42 @@ def project(root: Path, base_url: str, args) -> None:
     ws.engine.dispose()
 
 
+@contextmanager
+def collector_time():
+    """The seconds Python's garbage collector runs inside the block (a one-element list, filled at its end)."""
+    spent, started = [0.0], [0.0]
+
+    def timed(phase, info):
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(timed)
+    try:
+        yield spent
+    finally:
+        gc.callbacks.remove(timed)
+
+
+RUN_IMPORTS = "import labeler.cli, routing.flow, prompts.annotators, sklearn.linear_model, litellm"
+
+
 def start_costs(tmp: Path, base_url: str, args) -> dict[str, float]:
-    """What a command pays before its first call, best of three: Python with litellm's import, and `labeler run`
-    on a project with nothing left to ask (one item, already voted)."""
+    """What a command pays before its first call, best of three: Python with litellm's import; `labeler run`
+    on a project with nothing left to ask (one item, already voted); and the imports of a run that asks (the
+    command, the cascade, the prompts, scikit-learn, litellm) with Python's collector as it comes and as the
+    command sets it."""
     done = tmp / "done"
     project(done, base_url, argparse.Namespace(items=1, concurrency=args.concurrency))
     run = [sys.executable, "-m", "labeler.cli", "run", "-p", str(done), "--json"]
     subprocess.run(run, check=True, capture_output=True)
     commands = {"litellm": [sys.executable, "-c", "import os; os.environ['LITELLM_LOCAL_MODEL_COST_MAP'] = 'True'; "
                                                   "import litellm"],
-                "run": run}
+                "run": run,
+                "imports": [sys.executable, "-c", RUN_IMPORTS],
+                "imports, collector set": [sys.executable, "-c", "from labeler import collector; "
+                                                                 "collector.for_commands(); " + RUN_IMPORTS]}
     best = {}
     for name, command in commands.items():
         times = []
@@ -111,10 +140,12 @@ def measure(args, base_url: str) -> None:
         root = Path(tmp) / "bench"
         project(root, base_url, args)
         ws = open_workspace(root)
-        bare = asyncio.run(bare_litellm(base_url, args.items, args.concurrency))
+        with collector_time() as bare_gc:
+            bare = asyncio.run(bare_litellm(base_url, args.items, args.concurrency))
         askers, _ = build_askers(ws)
         started = time.perf_counter()
-        report = run_project(ws, askers)
+        with collector_time() as ours_gc:
+            report = run_project(ws, askers)
         ours = report["annotators"][0]["voted"] / (time.perf_counter() - started)
         calls = report["annotators"][0]["voted"] + report["annotators"][0]["failed"]
         rerun = run_project(ws, build_askers(ws)[0])
@@ -141,8 +172,12 @@ def measure(args, base_url: str) -> None:
     print(f"bare loop as a process:          {bare_process:8.1f} calls/s  (its start included)")
     print(f"command / bare loop as process:  {cli / bare_process:8.1%}")
     print(f"rerun calls:                     {rerun_calls:8d}")
+    print(f"collector (gc), bare loop        {bare_gc[0]:8.2f} s")
+    print(f"collector (gc), labeler run      {ours_gc[0]:8.2f} s")
     print(f"start: Python + import litellm   {starts['litellm']:8.2f} s")
     print(f"start: labeler run, nothing to ask {starts['run']:6.2f} s  (imports, the store, the plan; best of 3)")
+    print(f"imports of a run, Python's collector {starts['imports']:5.2f} s")
+    print(f"imports of a run, collector set  {starts['imports, collector set']:8.2f} s  (labeler.collector.for_commands)")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,21 @@ def test_init_warns_of_rare_labels_and_keeps_honeypots_when_the_gold_has_no_spli
     labeler("init", other, "--gold", gold)
     plain = labeler("import", "gold", gold, "-p", other)
     assert "no honeypots" in " ".join(plain.stderr.split()) and "no honeypots" not in again.stderr
+
+
+def test_the_command_sets_the_collector_for_its_imports(monkeypatch):
+    """Python's collector walked the command's imports again and again (a pass every 700 new objects): the
+    console script sets a larger first generation before its command runs."""
+    import gc
+
+    from labeler import cli, collector
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(sys, "argv", ["labeler", "--help"])
+    try:
+        assert before[0] != collector.FIRST_GENERATION
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert gc.get_threshold() == (collector.FIRST_GENERATION, *before[1:])
+    finally:
+        gc.set_threshold(*before)

@@ -234,3 +234,30 @@ def test_runs_are_numbered_as_the_project_counts_them(tmp_path, server):
     first = run_project(ws, build_askers(ws)[0])
     second = run_project(ws, build_askers(ws)[0])
     assert (first["run"], second["run"]) == (1, 2) and first["run_id"] > 2
+
+
+def test_the_collector_is_tuned_only_while_a_run_asks(tmp_path, server):
+    """Each call leaves thousands of short-lived objects and each full pass of the collector walked all the
+    imports left: while asking, what existed before is frozen and the first generation is larger; nested runs
+    keep it so until the last ends, and then the collector is as it was."""
+    import asyncio
+    import gc
+
+    from labeler.annotators.runner import run_askers
+    from labeler.collector import FIRST_GENERATION, for_calls
+
+    ws = make_project(tmp_path, server, [("cheap", "ok", 0)], n_items=30, calibration=10, honeypots=0)
+    with ws.session() as s:
+        item_ids = list(s.scalars(select(models.Item.id)))
+    before = gc.get_threshold(), gc.get_freeze_count()
+    seen = []
+    asyncio.run(run_askers(ws, build_askers(ws)[0], item_ids,
+                           on_answer=lambda *_: seen.append((gc.get_threshold()[0], gc.get_freeze_count()))))
+    assert len(seen) == 30
+    assert all(threshold == FIRST_GENERATION and frozen > before[1] for threshold, frozen in seen)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+    with for_calls():
+        with for_calls():
+            pass
+        assert gc.get_threshold()[0] == FIRST_GENERATION and gc.get_freeze_count() > before[1]
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before

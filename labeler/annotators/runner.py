@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
+from labeler import collector
 from labeler.errors import LabelerError
 from labeler.store import models
 from labeler.store.engine import insert_new
@@ -199,6 +200,11 @@ async def run_askers(
     Answers go to the store through a short queue: while the store is busy every asker waits
     (no call is made whose answer could not be kept), and when it refuses for good the askers
     are stopped at once; only the answers in flight and in the queue are lost."""
+    with collector.for_calls():
+        return await _run_askers(ws, askers, item_ids, run_id, on_answer, budget, breakers)
+
+
+async def _run_askers(ws, askers, item_ids, run_id, on_answer, budget, breakers) -> list[AnnotatorReport]:
     queue: asyncio.Queue = asyncio.Queue(maxsize=max(MIN_WRITE_BACKLOG, sum(a.max_concurrency for a in askers)))
     writer = asyncio.create_task(_write_votes(ws, queue, run_id))
     asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer, budget, breakers)

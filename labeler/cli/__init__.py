@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import DBAPIError
 
+from labeler import collector
 from labeler.errors import LabelerError
 
 app = typer.Typer(help="LLM-assisted labeling with measured quality and human fallback.", no_args_is_help=True)
@@ -102,7 +103,9 @@ def with_run_progress(work: Callable, quiet: bool = False):
 
 
 
-def main() -> None:  # pragma: no cover - the console script
+def main() -> None:
+    """The console script: the collector set for a command (see labeler.collector), then the command."""
+    collector.for_commands()
     app()
 
 
