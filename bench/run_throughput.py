@@ -8,7 +8,8 @@ included), the same as a command in its own process on a fresh project (its star
 Python, litellm's import, the store), the bare loop as a process of its own too (its start, that is
 Python and litellm's import, included), their ratios, the number of calls a rerun makes (must be 0), the
 garbage collector's time in the bare loop and in the run, and what a command pays before its first call
-(Python with litellm's import; `labeler run` with nothing to ask).
+(Python with litellm's import; `labeler run` with nothing to ask), and a run's imports with Python's
+collector as it comes and as the command sets it (labeler.collector).
 """
 
 from __future__ import annotations

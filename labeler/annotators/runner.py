@@ -200,29 +200,25 @@ async def run_askers(
     Answers go to the store through a short queue: while the store is busy every asker waits
     (no call is made whose answer could not be kept), and when it refuses for good the askers
     are stopped at once; only the answers in flight and in the queue are lost."""
-    with collector.for_calls():
-        return await _run_askers(ws, askers, item_ids, run_id, on_answer, budget, breakers)
-
-
-async def _run_askers(ws, askers, item_ids, run_id, on_answer, budget, breakers) -> list[AnnotatorReport]:
-    queue: asyncio.Queue = asyncio.Queue(maxsize=max(MIN_WRITE_BACKLOG, sum(a.max_concurrency for a in askers)))
-    writer = asyncio.create_task(_write_votes(ws, queue, run_id))
-    asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer, budget, breakers)
-                                                    for a in askers)))
-    try:
-        await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
-        if writer.done():  # the writer ends early only when the store refused for good
-            asking.cancel()
-            with suppress(asyncio.CancelledError):
-                await asking
-            writer.result()
-        reports = asking.result()
-        await queue.put(None)
-        await writer
-    finally:
-        for task in (asking, writer):
-            task.cancel()
-    return list(reports)
+    with collector.for_calls():  # many calls: see labeler.collector
+        queue: asyncio.Queue = asyncio.Queue(maxsize=max(MIN_WRITE_BACKLOG, sum(a.max_concurrency for a in askers)))
+        writer = asyncio.create_task(_write_votes(ws, queue, run_id))
+        asking = asyncio.ensure_future(asyncio.gather(*(_run_one(ws, a, item_ids, queue, on_answer, budget, breakers)
+                                                        for a in askers)))
+        try:
+            await asyncio.wait({writer, asking}, return_when=asyncio.FIRST_COMPLETED)
+            if writer.done():  # the writer ends early only when the store refused for good
+                asking.cancel()
+                with suppress(asyncio.CancelledError):
+                    await asking
+                writer.result()
+            reports = asking.result()
+            await queue.put(None)
+            await writer
+        finally:
+            for task in (asking, writer):
+                task.cancel()
+        return list(reports)
 
 
 @dataclass
